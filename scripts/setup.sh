@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Set up (or refresh) the project's virtual environment at .venv.
+# Idempotent: a stamp of the install inputs skips pip when nothing changed.
+#   scripts/setup.sh          runtime + bundled plugins
+#   scripts/setup.sh --test   also what the test suite needs
+set -euo pipefail
+cd "$(dirname "$0")/.."
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+PIP=(.venv/bin/python -m pip install -q -c constraints.txt --disable-pip-version-check)
+
+stamp=.venv/.editmetrics-setup
+inputs=$( { cat pyproject.toml constraints.txt scripts/setup.sh; cat plugins/*/pyproject.toml 2>/dev/null || true; } | sha256sum | cut -c1-16)
+key="$inputs-test$want_test"
+if [ -f "$stamp" ] && grep -qx "$key" "$stamp"; then
+  exit 0
+fi
+
+# torch first, pinned: the machine's local wheels (see constraints.txt)
+"${PIP[@]}" torch torchvision 2>&1 | grep -v '^WARNING: Location' || true
+extras="all"
+[ $want_test = 1 ] && extras="all,test"
+"${PIP[@]}" -e ".[$extras]" 2>&1 | grep -v '^WARNING: Location' || true
+for plugin in plugins/*/; do
+  [ -f "$plugin/pyproject.toml" ] || continue
+  [ -f "$plugin/.bundled" ] || continue   # only plugins marked as bundled are installed by default
+  "${PIP[@]}" -e "$plugin" 2>&1 | grep -v '^WARNING: Location' || true
+done
+.venv/bin/python -c "import editmetrics, torch, torchvision" \
+  || { echo "setup: the environment does not import; see the messages above" >&2; exit 1; }
+echo "$key" >> "$stamp"

@@ -1,0 +1,35 @@
+"""editmetrics: region-aware scores for instruction-based image edits.
+
+Python API (mirrors the CLI)::
+
+    import editmetrics
+    editmetrics.list_metrics()                       # what `editmetrics metrics --json` prints
+    editmetrics.get_metric("psnr")                   # the registered class
+    rows = editmetrics.score_records([{"source": "a.png", "edited": "b.png"}], ["psnr", "ssim"])
+    editmetrics.score_file("pairs.jsonl", ["psnr"], "out.jsonl", resume=True)
+"""
+
+__version__ = "0.1.0"
+
+from .hookspecs import hookimpl  # noqa: E402
+from .metric import Metric, MetricError, MetricSpec, Param, Score, SpecError  # noqa: E402
+from .model import Model, Weight  # noqa: E402
+from .plugins import get_registry, reset_registry  # noqa: E402
+from .runner import read_results, score_file, score_records  # noqa: E402
+
+
+def list_metrics() -> list[dict]:
+    """Every registered metric's metadata (with the plugin that registered it)."""
+    return get_registry().metric_rows()
+
+
+def get_metric(metric_id: str):
+    """The metric class registered under ``metric_id`` (did-you-mean on a typo)."""
+    return get_registry().get("metrics", metric_id)
+
+
+__all__ = [
+    "Metric", "MetricError", "MetricSpec", "Model", "Param", "Score", "SpecError", "Weight",
+    "get_metric", "get_registry", "hookimpl", "list_metrics", "read_results", "reset_registry",
+    "score_file", "score_records",
+]

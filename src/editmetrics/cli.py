@@ -1,0 +1,174 @@
+"""Command line: thin commands over the Python API.
+
+Plugins add commands through the ``register_commands(cli)`` hook.
+Exit status: 0 all scores computed, 1 some records have errors, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import click
+
+from . import __version__
+from .images import SIZE_POLICIES
+from .metric import SpecError, split_specs
+from .plugins import PluginError, UnknownNameError, get_registry
+from .records import PairsFileError
+from .runner import UsageError, read_results, score_file
+from .stats import summarize
+
+USAGE_ERRORS = (SpecError, UnknownNameError, PairsFileError, UsageError, PluginError)
+
+
+class Group(click.Group):
+    """Turns known usage errors into exit status 2 with one clear line."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except USAGE_ERRORS as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=Group)
+@click.version_option(__version__, prog_name="editmetrics")
+def cli():
+    """Score instruction-based image edits."""
+
+
+def format_number(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return f"{value:.4f}"
+
+
+def print_summary(summary: dict) -> None:
+    def table(stats: dict, title: str) -> None:
+        click.echo(title)
+        width = max([len("metric")] + [len(k) for k in stats])
+        click.echo(f"  {'metric':<{width}}  {'n':>5}  {'mean':>9}  {'std':>9}  {'95% CI':>21}  {'failed':>6}")
+        for key, s in stats.items():
+            ci = f"[{format_number(s['ci95'][0])}, {format_number(s['ci95'][1])}]"
+            click.echo(
+                f"  {key:<{width}}  {s['n']:>5}  {format_number(s['mean']):>9}  {format_number(s['std']):>9}"
+                f"  {ci:>21}  {s['failures']:>6}"
+            )
+
+    table(summary["overall"], "Summary (mean with 95% bootstrap interval):")
+    for group, stats in summary.get("groups", {}).items():
+        table(stats, f"{summary['by']} = {group}:")
+
+
+@cli.command()
+@click.option("--pairs", required=True, type=click.Path(dir_okay=False), help="Pairs file (.jsonl or .csv).")
+@click.option("--metrics", "metric_list", required=True, help="Comma-separated metric specs, e.g. psnr,ssim@target.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output JSON Lines file (append-only).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run: skip ids already in --out.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write a flat CSV table of the scores.")
+@click.option("--summary-json", type=click.Path(dir_okay=False), help="Write the summary statistics as JSON.")
+@click.option("--device", default="cpu", show_default=True, help="torch device for model-based metrics.")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1), help="Records per batch.")
+@click.option("--size-policy", type=click.Choice(SIZE_POLICIES), default="resize", show_default=True,
+              help="When compared images differ in size: resize to the reference, or record an error.")
+@click.option("--by", default="category", show_default=True, help="Record field to group the summary by.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+def score(pairs, metric_list, out, resume, csv_path, summary_json, device, batch_size, size_policy, by, progress):
+    """Score every record of a pairs file with the given metrics."""
+    result = score_file(
+        pairs, split_specs(metric_list), out, resume=resume, batch_size=batch_size, device=device,
+        size_policy=size_policy, progress=progress,
+    )
+    rows = list(read_results(out))
+    summary = summarize(rows, by=by)
+    click.echo(f"{len(rows)} records in {out} ({result.written} scored now, {result.skipped} already there)")
+    print_summary(summary)
+    if summary_json:
+        with open(summary_json, "w", encoding="utf-8") as fh:
+            json.dump(summary, fh, indent=2, allow_nan=True)
+    if csv_path:
+        write_csv(rows, csv_path)
+    failed = sum(1 for row in rows if row.get("errors"))
+    if failed:
+        click.echo(f"{failed} record(s) have errors; see the 'errors' field in {out}", err=True)
+        sys.exit(1)
+
+
+def write_csv(rows: list[dict], path: str) -> None:
+    import csv
+
+    keys: list[str] = []
+    for row in rows:
+        for key in row.get("scores", {}):
+            if key not in keys:
+                keys.append(key)
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "category", *keys, "errors"])
+        for row in rows:
+            scores = row.get("scores", {})
+            writer.writerow([row["id"], row.get("category", ""), *[_cell(scores.get(k)) for k in keys],
+                             "; ".join(f"{k}: {v}" for k, v in row.get("errors", {}).items())])
+
+
+def _cell(value):
+    return "" if value is None else value
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+def metrics(as_json):
+    """List the metrics every loaded plugin registered."""
+    rows = get_registry().metric_rows()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        direction = "higher" if row["higher_is_better"] else "lower"
+        ref = f"@{row['reference']}" if row["reference"] else ""
+        click.echo(f"{row['id'] + ref:<24} {direction:>6} is better  [{row['plugin']}]  {row['description']}")
+    _warn_failed_plugins()
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+def plugins(as_json):
+    """List plugins, their versions, what they registered and any load error."""
+    rows = [info.describe() for info in get_registry().plugins.values()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        status = f"ERROR: {row['error']}" if row["error"] else ", ".join(row["hooks"])
+        click.echo(f"{row['name']:<20} {row['version'] or '-':<10} {status}")
+
+
+def _warn_failed_plugins() -> None:
+    failed = [p for p in get_registry().plugins.values() if p.error]
+    for info in failed:
+        click.echo(f"warning: plugin {info.name!r} failed to load: {info.error}", err=True)
+
+
+def _add_plugin_commands() -> None:
+    registry = get_registry()
+    for impl in registry.pm.hook.register_commands.get_hookimpls():
+        try:
+            impl.function(cli=cli)
+        except Exception as exc:  # noqa: BLE001 - one plugin's command must not take the CLI down
+            info = registry.plugins.get(impl.plugin_name)
+            if info is not None:
+                info.error = f"register_commands failed: {type(exc).__name__}: {exc}"
+
+
+def main() -> None:
+    try:
+        _add_plugin_commands()
+    except PluginError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
+    cli()

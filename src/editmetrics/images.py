@@ -1,0 +1,167 @@
+"""Image decoding, colour and size policy, masks and boxes.
+
+Every image a metric sees went through ``load_image``: one rule set, written
+down in ``docs/conventions.md``:
+
+- EXIF orientation is applied first, so a rotated JPEG scores as the upright image.
+- Output is float32 RGB, shape (H, W, 3), values in [0, 1].
+- 8-bit modes are divided by 255; 16-bit grayscale (``I;16*``, ``I``) by 65535
+  (``I`` values are clipped to [0, 65535]); float (``F``) is clipped to [0, 1].
+  Grayscale is replicated to three channels. Palette images are expanded.
+- Transparency (RGBA, LA, palette with transparency) is composited over
+  white (``ALPHA_BACKGROUND``): what a viewer shows, and what an editing model
+  saw if it flattened the image.
+- Size mismatch between two compared images follows ``SizePolicy``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+ALPHA_BACKGROUND = 1.0  # white
+SIZE_POLICIES = ("resize", "error")
+
+
+class ImageLoadError(Exception):
+    """An image file is missing or cannot be decoded."""
+
+
+def _open(path: str) -> Image.Image:
+    if not os.path.exists(path):
+        raise ImageLoadError(f"missing file: {path}")
+    if os.path.isdir(path):
+        raise ImageLoadError(f"is a directory, not an image: {path}")
+    try:
+        img = Image.open(path)
+        img.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageLoadError(f"cannot decode image {path}: {exc}") from None
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception as exc:  # noqa: BLE001 - broken EXIF must not hide the pixels' error
+        raise ImageLoadError(f"cannot apply EXIF orientation of {path}: {exc}") from None
+
+
+def to_float_rgb(img: Image.Image) -> np.ndarray:
+    """Convert a decoded PIL image to float32 RGB in [0, 1] (rules above)."""
+    mode = img.mode
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        mode = img.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        gray = np.clip(arr, 0, 65535) / 65535.0
+        return np.repeat(gray[..., None], 3, axis=2).astype(np.float32)
+    if mode == "F":
+        gray = np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if mode in ("1", "L"):
+        gray = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+        return np.repeat(gray[..., None], 3, axis=2)
+    if mode in ("LA", "RGBA", "PA", "La", "RGBa"):
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
+        alpha = rgba[..., 3:4]
+        return rgba[..., :3] * alpha + ALPHA_BACKGROUND * (1.0 - alpha)
+    if mode != "RGB":
+        img = img.convert("RGB")  # CMYK, YCbCr, LAB, HSV: PIL's conversion
+    return np.asarray(img, dtype=np.float32) / 255.0
+
+
+def load_image(path: str) -> np.ndarray:
+    """Decode one image file to float32 RGB (H, W, 3) in [0, 1]."""
+    return to_float_rgb(_open(path))
+
+
+def load_mask(path: str) -> np.ndarray:
+    """Decode a mask file: True where any channel is non-zero (the edit region).
+
+    Transparency is ignored for masks: a pixel counts as edited by its colour
+    values alone, so an RGBA mask painted on a transparent layer works too.
+    """
+    img = _open(path)
+    if img.mode == "P":
+        img = img.convert("RGB")
+    elif img.mode in ("LA", "La"):
+        img = img.convert("L")  # PIL drops alpha here, it does not composite
+    elif img.mode in ("RGBA", "RGBa", "PA"):
+        img = img.convert("RGB")
+    arr = np.asarray(img)
+    return np.any(arr != 0, axis=2) if arr.ndim == 3 else arr != 0
+
+
+def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a float image to (width, height) with bicubic filtering, per channel."""
+    width, height = size
+    channels = [
+        np.asarray(Image.fromarray(image[..., c], mode="F").resize((width, height), Image.BICUBIC))
+        for c in range(image.shape[2])
+    ]
+    return np.clip(np.stack(channels, axis=2), 0.0, 1.0).astype(np.float32)
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    img = Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.NEAREST)
+    return np.asarray(img) > 0
+
+
+def size_of(image: np.ndarray) -> tuple[int, int]:
+    return image.shape[1], image.shape[0]
+
+
+@dataclass(frozen=True)
+class SizePolicy:
+    """What to do when a compared image's size differs from its reference.
+
+    ``resize`` (default): the compared image is resized (bicubic) to the
+    reference's size and a warning naming both sizes goes into the record's
+    output. ``error``: the metric is not computed for that record.
+    """
+
+    mode: str = "resize"
+
+    def __post_init__(self):
+        if self.mode not in SIZE_POLICIES:
+            raise ValueError(f"size policy must be one of {SIZE_POLICIES}, not {self.mode!r}")
+
+
+class SizeMismatch(Exception):
+    pass
+
+
+def align(image: np.ndarray, reference: np.ndarray, policy: SizePolicy) -> tuple[np.ndarray, str | None]:
+    """Return ``image`` at the size of ``reference`` and a note when it was changed."""
+    if image.shape[:2] == reference.shape[:2]:
+        return image, None
+    src, dst = size_of(image), size_of(reference)
+    text = f"{src[0]}x{src[1]} vs reference {dst[0]}x{dst[1]}"
+    if policy.mode == "error":
+        raise SizeMismatch(f"size mismatch: {text} (size policy 'error')")
+    return resize(image, dst), f"resized {text} (size policy 'resize', bicubic)"
+
+
+def validate_bbox(value, width: int, height: int) -> tuple[float, float, float, float]:
+    """Check an ``[x0, y0, x1, y1]`` pixel box and clip it to the image."""
+    if not isinstance(value, (list, tuple)) or len(value) != 4:
+        raise ValueError(f"a box must be [x0, y0, x1, y1], got {value!r}")
+    try:
+        x0, y0, x1, y1 = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"a box must hold four numbers, got {value!r}") from None
+    if not (x1 > x0 and y1 > y0):
+        raise ValueError(f"box {value!r} is empty: need x1 > x0 and y1 > y0")
+    x0, x1 = max(0.0, x0), min(float(width), x1)
+    y0, y1 = max(0.0, y0), min(float(height), y1)
+    if not (x1 > x0 and y1 > y0):
+        raise ValueError(f"box {value!r} lies outside the {width}x{height} image")
+    return x0, y0, x1, y1
+
+
+def bbox_of_mask(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return None
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1

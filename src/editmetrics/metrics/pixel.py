@@ -1,0 +1,235 @@
+"""Built-in plugin: pixel and weight-free full-reference metrics.
+
+Conventions (``docs/conventions.md``):
+- Images arrive as float32 RGB in [0, 1]; 8-bit range means data range 1.0 here.
+- ``psnr``: over all RGB values, 10*log10(1 / MSE); identical images give +inf.
+- ``ssim`` default ``convention=wang``: Wang et al.'s reference script as used
+  in published IQA tables: MATLAB ``rgb2gray`` luma rounded to 8 bits, 11x11
+  Gaussian window (sigma 1.5), K1=0.01, K2=0.03, L=255, valid region only, no
+  downsampling. ``convention=rgb``: the same window per RGB channel on [0, 1]
+  values, averaged over channels (torchmetrics' and scikit-image's
+  ``channel_axis`` result).
+- ``l1`` / ``l2``: MagicBrush's mean absolute / mean squared difference on [0, 1].
+- ``region=inside|outside`` restricts psnr/ssim/l1/l2 to the record's ``mask``
+  (inside = mask non-zero) -- e.g. ``psnr(region=outside)`` measures how well
+  the background was preserved. SSIM averages its map over the region's pixels
+  within the valid area.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.ndimage import correlate1d
+
+from ..hookspecs import hookimpl
+from ..metric import Metric, MetricError, Param
+
+# MATLAB rgb2gray coefficients (inverse of the NTSC YIQ transform row).
+RGB2GRAY = np.array([0.298936021293775, 0.587043074451121, 0.114020904255103], dtype=np.float64)
+
+REGION = Param("all", "pixels compared: all, or inside/outside the record's mask", ("all", "inside", "outside"))
+
+
+def region_mask(rec, metric: Metric, like: str) -> np.ndarray | None:
+    region = metric.options.get("region", "all")
+    if region == "all":
+        return None
+    if not rec.has("mask"):
+        raise MetricError(f"region={region} needs a 'mask' field in the record")
+    mask = rec.mask("mask", like=like)
+    selected = mask if region == "inside" else ~mask
+    if not selected.any():
+        raise MetricError(f"region={region} selects no pixels (mask is {'empty' if region == 'inside' else 'full'})")
+    return selected
+
+
+class _PairMetric(Metric):
+    fields = ("edited",)
+    optional_fields = ("mask",)
+    reference = "source"
+
+    def images(self, rec) -> tuple[np.ndarray, np.ndarray]:
+        return rec.pair("edited", self.ref)
+
+
+class PSNR(_PairMetric):
+    id = "psnr"
+    description = "Peak signal-to-noise ratio over RGB, 8-bit range, in dB (+inf for identical images)"
+    higher_is_better = True
+    range = (0.0, math.inf)
+    params = {"region": REGION}
+
+    def compute(self, rec):
+        a, b = self.images(rec)
+        region = region_mask(rec, self, self.ref)
+        diff = (a.astype(np.float64) - b) ** 2
+        mse = diff[region].mean() if region is not None else diff.mean()
+        return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
+
+
+class L1(_PairMetric):
+    id = "l1"
+    description = "Mean absolute difference on [0, 1] (MagicBrush L1)"
+    higher_is_better = False
+    range = (0.0, 1.0)
+    params = {"region": REGION}
+
+    def compute(self, rec):
+        a, b = self.images(rec)
+        region = region_mask(rec, self, self.ref)
+        diff = np.abs(a.astype(np.float64) - b)
+        return float(diff[region].mean() if region is not None else diff.mean())
+
+
+class L2(_PairMetric):
+    id = "l2"
+    description = "Mean squared difference on [0, 1] (MagicBrush L2)"
+    higher_is_better = False
+    range = (0.0, 1.0)
+    params = {"region": REGION}
+
+    def compute(self, rec):
+        a, b = self.images(rec)
+        region = region_mask(rec, self, self.ref)
+        diff = (a.astype(np.float64) - b) ** 2
+        return float(diff[region].mean() if region is not None else diff.mean())
+
+
+def gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
+    x = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
+    w = np.exp(-(x**2) / (2.0 * sigma**2))
+    return w / w.sum()
+
+
+def ssim_map(x: np.ndarray, y: np.ndarray, data_range: float, size: int = 11, sigma: float = 1.5,
+             k1: float = 0.01, k2: float = 0.03) -> np.ndarray:
+    """SSIM map of two 2-D arrays over the valid region, separable Gaussian window."""
+    if min(x.shape) < size:
+        raise MetricError(f"image side {min(x.shape)} px is smaller than the {size}px SSIM window")
+    w = gaussian_window(size, sigma).astype(np.float32)
+    # Filter the five moment images in one stacked array: two 1-D passes each.
+    stack = np.stack([x, y, x * x, y * y, x * y]).astype(np.float32)
+    stack = correlate1d(stack, w, axis=1, mode="constant")
+    stack = correlate1d(stack, w, axis=2, mode="constant")
+    half = size // 2
+    mu_x, mu_y, xx, yy, xy = (stack[:, half : x.shape[0] - half, half : x.shape[1] - half]).astype(np.float64)
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    vx, vy, cov = xx - mu_x**2, yy - mu_y**2, xy - mu_x * mu_y
+    return ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (vx + vy + c2))
+
+
+def rgb2gray_uint8(image: np.ndarray) -> np.ndarray:
+    """MATLAB's rgb2gray on 8-bit values: weighted sum, rounded half away from zero.
+
+    Inputs are first rounded to 8-bit integers (exact for 8-bit files), so
+    float32 noise cannot move a value across a rounding boundary."""
+    rgb8 = np.round(image.astype(np.float64) * 255.0)
+    return np.floor(rgb8 @ RGB2GRAY + 0.5)
+
+
+class SSIM(_PairMetric):
+    id = "ssim"
+    description = "Structural similarity (Wang et al. reference convention by default)"
+    higher_is_better = True
+    range = (-1.0, 1.0)
+    params = {
+        "convention": Param("wang", "wang: 8-bit luma as MATLAB rgb2gray; rgb: mean over RGB channels on [0, 1]",
+                            ("wang", "rgb")),
+        "region": REGION,
+    }
+
+    def compute(self, rec):
+        a, b = self.images(rec)
+        region = region_mask(rec, self, self.ref)
+        if self.options["convention"] == "wang":
+            maps = [ssim_map(rgb2gray_uint8(a), rgb2gray_uint8(b), 255.0)]
+        else:
+            maps = [ssim_map(a[..., c], b[..., c], 1.0) for c in range(3)]
+        if region is not None:
+            half = 5
+            inner = region[half : region.shape[0] - half, half : region.shape[1] - half]
+            if not inner.any():
+                raise MetricError("the mask region lies entirely in the SSIM border")
+            return float(np.mean([m[inner].mean() for m in maps]))
+        return float(np.mean([m.mean() for m in maps]))
+
+
+# --- piq: weight-free metrics on torch tensors --------------------------------------
+
+
+class _PiqMetric(_PairMetric):
+    """Runs one of piq's weight-free full-reference metrics on (1, 3, H, W) tensors."""
+
+    piq_function: str
+    min_side = 1
+
+    def setup(self, ctx):
+        import piq  # imported here so listing metrics stays fast
+
+        self._fn = getattr(piq, self.piq_function)
+        self._device = ctx.device
+
+    def compute(self, rec):
+        import torch
+
+        a, b = self.images(rec)
+        if min(a.shape[:2]) < self.min_side:
+            raise MetricError(f"{self.id} needs images of at least {self.min_side} px per side, got {a.shape[1]}x{a.shape[0]}")
+        ta = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None].to(self._device)
+        tb = torch.from_numpy(np.ascontiguousarray(b.transpose(2, 0, 1)))[None].to(self._device)
+        with torch.no_grad():
+            value = self._fn(ta.clamp(0, 1), tb.clamp(0, 1), data_range=1.0, **self.extra_args())
+        return float(value)
+
+    def extra_args(self) -> dict:
+        return {}
+
+
+class MSSSIM(_PiqMetric):
+    id = "ms_ssim"
+    description = "Multi-scale SSIM over RGB on [0, 1] (piq; images of at least 161 px)"
+    higher_is_better = True
+    range = (0.0, 1.0)
+    piq_function = "multi_scale_ssim"
+    min_side = 161
+
+
+class FSIM(_PiqMetric):
+    id = "fsim"
+    description = "Feature similarity index FSIMc (piq)"
+    higher_is_better = True
+    range = (0.0, 1.0)
+    piq_function = "fsim"
+
+
+class VIF(_PiqMetric):
+    id = "vif"
+    description = "Visual information fidelity, pixel domain (piq vif_p)"
+    higher_is_better = True
+    range = (0.0, math.inf)
+    piq_function = "vif_p"
+    min_side = 41
+
+
+class GMSD(_PiqMetric):
+    id = "gmsd"
+    description = "Gradient magnitude similarity deviation (piq)"
+    higher_is_better = False
+    range = (0.0, math.inf)
+    piq_function = "gmsd"
+
+
+class HaarPSI(_PiqMetric):
+    id = "haarpsi"
+    description = "Haar wavelet perceptual similarity index (piq)"
+    higher_is_better = True
+    range = (0.0, 1.0)
+    piq_function = "haarpsi"
+
+
+@hookimpl
+def register_metrics(register):
+    for cls in (PSNR, SSIM, L1, L2, MSSSIM, FSIM, VIF, GMSD, HaarPSI):
+        register(cls)

@@ -1,0 +1,219 @@
+"""Plugin manager: entry-point discovery, failure isolation, the registry.
+
+Every plugin (built-in or third-party) is a module listed under the
+``editmetrics`` entry-point group. A plugin that fails to import or to
+register is recorded with its error and skipped; the others keep working.
+
+Environment:
+- ``EDITMETRICS_LOAD_PLUGINS=a,b`` loads only the named entry points.
+- ``EDITMETRICS_STRICT_PLUGINS=1`` makes any plugin failure an exception.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata as md
+import os
+import threading
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pluggy
+
+from . import hookspecs
+from .metric import validate_metric_class
+from .model import validate_model_class
+
+GROUP = "editmetrics"
+
+
+class PluginError(RuntimeError):
+    """A plugin failed to load or register while strict mode is on."""
+
+
+class UnknownNameError(LookupError):
+    """An unknown metric/model/... id; the message carries suggestions."""
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    version: str | None
+    module: str
+    error: str | None = None
+    metrics: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    hooks: list[str] = field(default_factory=list)
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "module": self.module,
+            "error": self.error,
+            "hooks": self.hooks,
+            "metrics": self.metrics,
+            "models": self.models,
+        }
+
+
+# The hooks whose ``register`` callback collects items into a kind of registry.
+KIND_HOOKS = {
+    "metrics": "register_metrics",
+    "models": "register_models",
+    "backbones": "register_backbones",
+    "parsers": "register_parsers",
+    "grounders": "register_grounders",
+    "datasets": "register_datasets",
+}
+
+
+def _strict() -> bool:
+    return os.environ.get("EDITMETRICS_STRICT_PLUGINS", "").strip().lower() in ("1", "true", "yes")
+
+
+def _item_id(kind: str, args: tuple) -> str:
+    if kind == "backbones":
+        return args[0]
+    obj = args[0]
+    return getattr(obj, "id", None) or getattr(obj, "name", None) or repr(obj)
+
+
+class Registry:
+    """Loaded plugins and everything they registered."""
+
+    def __init__(self):
+        self.pm = pluggy.PluginManager(GROUP)
+        self.pm.add_hookspecs(hookspecs)
+        self.plugins: dict[str, PluginInfo] = {}
+        self.items: dict[str, dict[str, Any]] = {kind: {} for kind in KIND_HOOKS}
+        self.owner: dict[tuple[str, str], str] = {}
+
+    # -- loading --------------------------------------------------------
+    def load_entry_points(self) -> None:
+        wanted = os.environ.get("EDITMETRICS_LOAD_PLUGINS")
+        only = {n.strip() for n in wanted.split(",") if n.strip()} if wanted is not None else None
+        for ep in sorted(md.entry_points(group=GROUP), key=lambda e: e.name):
+            if only is not None and ep.name not in only:
+                continue
+            if ep.name in self.plugins:
+                continue  # the same distribution seen twice on sys.path
+            version = ep.dist.version if ep.dist is not None else None
+            info = PluginInfo(name=ep.name, version=version, module=ep.value)
+            self.plugins[ep.name] = info
+            try:
+                module = ep.load()
+            except Exception as exc:  # noqa: BLE001 - isolate any plugin failure
+                self._fail(info, f"import failed: {type(exc).__name__}: {exc}", exc)
+                continue
+            self.add(module, ep.name, info)
+
+    def add(self, plugin: Any, name: str, info: PluginInfo | None = None) -> PluginInfo:
+        """Register an in-process plugin object or module (also used for entry points)."""
+        info = info or PluginInfo(name=name, version=None, module=getattr(plugin, "__name__", repr(plugin)))
+        self.plugins[name] = info
+        try:
+            self.pm.register(plugin, name=name)
+        except Exception as exc:  # noqa: BLE001
+            self._fail(info, f"registration failed: {type(exc).__name__}: {exc}", exc)
+            return info
+        info.hooks = sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
+        for kind, hook in KIND_HOOKS.items():
+            impl = self._impl(hook, name)
+            if impl is None:
+                continue
+            added: list[str] = []
+            try:
+                impl.function(register=self._collector(kind, name, added))
+            except Exception as exc:  # noqa: BLE001
+                for item in added:  # a half-registered plugin registers nothing
+                    self.items[kind].pop(item, None)
+                    self.owner.pop((kind, item), None)
+                self._fail(info, f"{hook} failed: {type(exc).__name__}: {exc}", exc)
+                return info
+            if kind == "metrics":
+                info.metrics = added
+            elif kind == "models":
+                info.models = added
+        return info
+
+    def _impl(self, hook: str, plugin_name: str):
+        for impl in getattr(self.pm.hook, hook).get_hookimpls():
+            if impl.plugin_name == plugin_name:
+                return impl
+        return None
+
+    def _collector(self, kind: str, plugin_name: str, added: list[str]) -> Callable:
+        def register(*args):
+            if kind == "metrics":
+                validate_metric_class(args[0])
+            elif kind == "models":
+                validate_model_class(args[0])
+            item_id = _item_id(kind, args)
+            if item_id in self.items[kind]:
+                raise ValueError(
+                    f"{kind[:-1]} {item_id!r} is already registered by plugin {self.owner[(kind, item_id)]!r}"
+                )
+            self.items[kind][item_id] = args[1] if kind == "backbones" else args[0]
+            self.owner[(kind, item_id)] = plugin_name
+            added.append(item_id)
+
+        return register
+
+    def _fail(self, info: PluginInfo, message: str, exc: BaseException) -> None:
+        info.error = message
+        if _strict():
+            raise PluginError(f"plugin {info.name!r}: {message}") from exc
+        info.traceback = "".join(traceback.format_exception(exc))  # type: ignore[attr-defined]
+
+    # -- lookup ---------------------------------------------------------
+    def get(self, kind: str, item_id: str):
+        table = self.items[kind]
+        if item_id in table:
+            return table[item_id]
+        close = difflib.get_close_matches(item_id, list(table), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise UnknownNameError(f"unknown {kind[:-1]} {item_id!r}{hint} (see `editmetrics {kind}`)")
+
+    def plugin_of(self, kind: str, item_id: str) -> str:
+        return self.owner[(kind, item_id)]
+
+    def metric_rows(self) -> list[dict]:
+        rows = []
+        for mid, cls in sorted(self.items["metrics"].items()):
+            row = cls.describe()
+            row["plugin"] = self.plugin_of("metrics", mid)
+            rows.append(row)
+        return rows
+
+    def model_rows(self) -> list[dict]:
+        rows = []
+        for mid, cls in sorted(self.items["models"].items()):
+            row = cls.describe()
+            row["plugin"] = self.plugin_of("models", mid)
+            row["weights_present"] = cls().weights_present()
+            rows.append(row)
+        return rows
+
+
+_lock = threading.Lock()
+_registry: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, loaded from entry points on first use."""
+    global _registry
+    with _lock:
+        if _registry is None:
+            registry = Registry()
+            registry.load_entry_points()
+            _registry = registry
+        return _registry
+
+
+def reset_registry() -> None:
+    """Forget loaded plugins (tests, or after installing a plugin in-process)."""
+    global _registry
+    with _lock:
+        _registry = None
