@@ -13,6 +13,7 @@ import sys
 import click
 
 from . import __version__
+from .config import ConfigError, load_settings, parse_assignments
 from .images import SIZE_POLICIES
 from .metric import SpecError, split_specs
 from .plugins import PluginError, UnknownNameError, get_registry
@@ -20,7 +21,7 @@ from .records import PairsFileError
 from .runner import UsageError, read_results, score_file
 from .stats import summarize
 
-USAGE_ERRORS = (SpecError, UnknownNameError, PairsFileError, UsageError, PluginError)
+USAGE_ERRORS = (ConfigError, SpecError, UnknownNameError, PairsFileError, UsageError, PluginError)
 
 
 class Group(click.Group):
@@ -78,11 +79,19 @@ def print_summary(summary: dict) -> None:
               help="When compared images differ in size: resize to the reference, or record an error.")
 @click.option("--by", default="category", show_default=True, help="Record field to group the summary by.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
-def score(pairs, metric_list, out, resume, csv_path, summary_json, device, batch_size, size_policy, by, progress):
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML settings file (default ./editmetrics.toml).")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Set any setting (repeatable).")
+@click.option("--clip", help="CLIP backbone spec ARCH:WEIGHTS (setting 'clip', env EDITMETRICS_CLIP).")
+@click.option("--dino", help="DINO backbone spec (setting 'dino', env EDITMETRICS_DINO).")
+@click.option("--erma", help="ERMA checkpoint folder (setting 'erma', env EDITMETRICS_ERMA).")
+def score(pairs, metric_list, out, resume, csv_path, summary_json, device, batch_size, size_policy, by, progress,
+          config_path, assignments, clip, dino, erma):
     """Score every record of a pairs file with the given metrics."""
+    overrides = {**parse_assignments(assignments), "clip": clip, "dino": dino, "erma": erma}
+    settings = load_settings(config_path, overrides)
     result = score_file(
         pairs, split_specs(metric_list), out, resume=resume, batch_size=batch_size, device=device,
-        size_policy=size_policy, progress=progress,
+        size_policy=size_policy, progress=progress, settings=settings,
     )
     rows = list(read_results(out))
     summary = summarize(rows, by=by)
