@@ -41,6 +41,11 @@ def cli():
     """Score instruction-based image edits."""
 
 
+@cli.group()
+def train():
+    """Train a model (plugins add subcommands: `train erma`, `train c2e-s2ser`, ...)."""
+
+
 def format_number(value) -> str:
     if value is None:
         return "-"
