@@ -53,9 +53,10 @@ def to_float_rgb(img: Image.Image) -> np.ndarray:
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
         mode = img.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        gray = np.clip(arr, 0, 65535) / 65535.0
-        return np.repeat(gray[..., None], 3, axis=2).astype(np.float32)
+        # float32 throughout: 257*v/65535 then rounds exactly like v/255, so a
+        # 16-bit copy of an 8-bit image decodes to the same floats
+        gray = np.clip(np.asarray(img, dtype=np.float32), 0, 65535) / np.float32(65535.0)
+        return np.repeat(gray[..., None], 3, axis=2)
     if mode == "F":
         gray = np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
         return np.repeat(gray[..., None], 3, axis=2)
