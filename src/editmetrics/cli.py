@@ -162,6 +162,31 @@ def plugins(as_json):
         click.echo(f"{row['name']:<20} {row['version'] or '-':<10} {status}")
 
 
+@cli.command()
+@click.argument("results", type=click.Path(exists=True, dir_okay=False))
+@click.option("--label", required=True, help="Ground-truth field: a top-level field or a key of 'scores'.")
+@click.option("--metrics", "metric_list", help="Comma-separated score keys (default: every score key but the label).")
+@click.option("--by", default=None, help="Also correlate per value of this field (e.g. category).")
+@click.option("--bootstrap", default=1000, show_default=True, type=click.IntRange(0), help="Bootstrap resamples.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per metric.")
+def correlate(results, label, metric_list, by, bootstrap, as_json):
+    """SRCC / PLCC / KRCC of metric scores against a label (see docs/sppe.md)."""
+    from .stats import correlate_rows, format_correlations, metric_directions
+
+    rows = list(read_results(results))
+    keys = split_specs(metric_list) if metric_list else None
+    known = {k for row in rows for k in row.get("scores", {})}
+    if keys:
+        absent = [k for k in keys if k not in known]
+        if absent:
+            raise UsageError(f"no score {absent[0]!r} in {results} (it has {sorted(known)})")
+    if not any(row.get(label) is not None or row.get("scores", {}).get(label) is not None for row in rows):
+        raise UsageError(f"no row of {results} has a label {label!r}")
+    out = correlate_rows(rows, label, keys, by=by, direction=metric_directions(known, get_registry()),
+                         n_boot=bootstrap)
+    click.echo(json.dumps(out, indent=2) if as_json else format_correlations(out))
+
+
 def _warn_failed_plugins() -> None:
     failed = [p for p in get_registry().plugins.values() if p.error]
     for info in failed:
