@@ -14,6 +14,16 @@ if [ ! -x .venv/bin/python ]; then
 fi
 PIP=(.venv/bin/python -m pip install -q -c constraints.txt --disable-pip-version-check)
 
+# The report test renders HTML in headless Chromium (Debian package 'chromium').
+if [ $want_test = 1 ] && ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } >/dev/null 2>&1 \
+      || echo "setup: could not install chromium with apt-get; the browser test of the report will be skipped" >&2
+  else
+    echo "setup: chromium missing and apt-get (as root) unavailable; the browser test of the report will be skipped" >&2
+  fi
+fi
+
 stamp=.venv/.editmetrics-setup
 inputs=$( { cat pyproject.toml constraints.txt scripts/setup.sh; cat plugins/*/pyproject.toml 2>/dev/null || true; } | sha256sum | cut -c1-16)
 key="$inputs-test$want_test"
