@@ -69,6 +69,7 @@ class Encoder:
     identity: str = ""  # cache identity: spec + weight-file identity + preprocessing
     has_text: bool = False
     fill: tuple[float, float, float] = (0.5, 0.5, 0.5)  # colour of erased pixels, [0, 1]
+    logit_scale: float = 100.0  # temperature of zero-shot classification (CLIP's learned value)
 
     def encode_images(self, images: list[np.ndarray]) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -134,6 +135,7 @@ class OpenClipEncoder(Encoder):
         pp = PreprocessCfg(**open_clip.get_model_preprocess_cfg(model))
         self.preprocess = image_transform_v2(pp, is_train=False)
         self.tokenizer = open_clip.get_tokenizer(arch)
+        self.logit_scale = float(model.logit_scale.exp().item())
         self.fill = tuple(float(m) for m in pp.mean)
         self.identity = f"open_clip|{arch}|{file_identity(path)}|{json.dumps(open_clip.get_model_preprocess_cfg(model), sort_keys=True, default=str)}"
         self.path = path
@@ -232,6 +234,7 @@ class HFEncoder(Encoder):
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(source, **kw)
             check_tokenizer(self.tokenizer, source)
             self.has_text = True
+            self.logit_scale = float(self.model.logit_scale.exp().item())
         elif self.kind in ("dinov2", "dinov2_with_registers", "vit", "dino"):
             self.model = transformers.AutoModel.from_pretrained(source, **kw)
         else:

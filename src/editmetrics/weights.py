@@ -251,16 +251,14 @@ def locate_hf(model_id: str, settings: dict) -> Located:
 
 
 def missing_message(model: str, found: Located, setting: str) -> str:
+    """One clear line: which model, which file, where to put it, how to switch."""
     where = found.home or (found.searched[0] if found.searched else "?")
-    text = (
-        f"{model}: weights not found on local disk (looked in: {'; '.join(found.searched) or '-'}). "
-        f"Put {found.expected_name or 'the weights'} in {where}"
-    )
+    text = f"{model}: weights not found on local disk. Put {found.expected_name or 'the weights'} in {where}"
     if found.source:
         text += f" (from {found.source})"
     text += (
-        f", or point --{setting} / EDITMETRICS_{setting.upper()} at a local file; "
-        "downloads are off unless --set allow_download=true (and HF_HUB_OFFLINE is unset)"
+        f", or point --{setting} / EDITMETRICS_{setting.upper()} at local weights. Downloads are off "
+        "(allow with --set allow_download=true, HF_HUB_OFFLINE unset); `editmetrics weights list` shows all"
     )
     return text
 

@@ -1,0 +1,310 @@
+"""Built-in plugin: CLIP/DINO semantic metrics on the shared feature store.
+
+All embeddings come from ``editmetrics.features`` (L2-normalised, each image
+through its backbone's own evaluation preprocessing, computed once per run and
+batched). Definitions, scales and every choice the papers leave open are in
+``docs/semantic.md``. Notation: E = CLIP image embedding, T = CLIP text embedding.
+
+- ``clip_i``   cos(E(edited), E(ref))                      (ref: source; @target = CLIP-I / SPPE CLIP-Sim (GT))
+- ``clip_t``   cos(E(edited), T(text)); scale=clipscore: 2.5*max(cos, 0) with "A photo depicts " (Hessel et al.)
+- ``clip_dir`` cos(E(edited) - E(source), T(target_caption) - T(source_caption))   (InstructPix2Pix)
+- ``dir_i``    cos(E(edited) - E(source), E(target) - E(source))                    (SPPE DirI)
+- ``dir_s``    cos(E(edited) - E(source), E(edited_surrogate) - E(surrogate))       (SPPE DirS)
+- ``editability_label`` (1 + cos(E(edited_surrogate) - E(surrogate), E(target) - E(source))) / 2   (SPPE task 1)
+- ``clip_rc``  100 * zero-shot P(class | crop of the target region of edited)      (R-SIE)
+- ``clip_gc``  100 * cos(E(edited minus region), E(source minus region))           (R-SIE)
+- ``dino_i``   cos(D(edited), D(ref)), D = DINO (v2) CLS embedding
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..features import features_for
+from ..hookspecs import hookimpl
+from ..metric import Metric, MetricError, Param, Score
+from . import regions
+
+EPS = 1e-6
+
+# MS COCO's 80 object categories (the R-SIE test set's classes).
+COCO_CLASSES = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard",
+    "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase",
+    "scissors", "teddy bear", "hair drier", "toothbrush",
+)
+RC_TEMPLATE = "a photo of a {}."
+DELETE_OPS = ("delete", "remove", "removal")
+
+
+def cosine(a: np.ndarray, b: np.ndarray, what: str = "") -> float:
+    """Cosine in float64; a zero-length direction has no angle: an error, not 0."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na < EPS or nb < EPS:
+        raise MetricError(f"{what or 'a direction'} is zero (the two images have the same embedding): no angle")
+    return float(np.dot(a, b) / (na * nb))
+
+
+class _Embedding(Metric):
+    """Base: takes the feature store in setup (loading the backbone once, so a
+    missing weight is one clear per-metric error), queues in prepare."""
+
+    backbone = "clip"
+    backbones: tuple[str, ...] = ("clip",)
+
+    def setup(self, ctx) -> None:
+        self.store = features_for(ctx)
+        self.encoder = self.store.backbone(self.backbone)
+        self._keys: dict = {}
+
+    def image_key(self, rec, field, **region) -> str:
+        return self.store.request_image(self.backbone, rec, field, **region)
+
+    def text_key(self, text: str) -> str:
+        return self.store.request_text(self.backbone, text)
+
+    def prepare(self, rec) -> None:
+        self._keys[rec.id] = self.requests(rec)
+
+    def compute(self, rec):
+        keys = self._keys.pop(rec.id)
+        vecs = {name: self._get(value) for name, value in keys.items() if not name.startswith("_")}
+        return self.score(rec, vecs, keys)
+
+    def _get(self, value):
+        if isinstance(value, list):
+            return np.stack([self.store.get(k) for k in value])
+        return self.store.get(value)
+
+    def requests(self, rec) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def score(self, rec, v: dict, keys: dict):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class ClipI(_Embedding):
+    id = "clip_i"
+    description = "CLIP image similarity: cosine of edited and reference image embeddings (@target: CLIP-I)"
+    higher_is_better = True
+    range = (-1.0, 1.0)
+    fields = ("edited",)
+    reference = "source"
+
+    def requests(self, rec):
+        return {"a": self.image_key(rec, "edited"), "b": self.image_key(rec, self.ref)}
+
+    def score(self, rec, v, keys):
+        return float(np.dot(v["a"].astype(np.float64), v["b"]))
+
+
+class DinoI(ClipI):
+    id = "dino_i"
+    description = "DINO image similarity: cosine of edited and reference DINO(v2) CLS embeddings"
+    backbone = "dino"
+    backbones = ("dino",)
+
+
+class ClipT(_Embedding):
+    id = "clip_t"
+    description = "CLIP text-image similarity of edited image and a text field (scale=clipscore: Hessel's CLIPScore)"
+    higher_is_better = True
+    range = (-1.0, 2.5)
+    fields = ("edited",)
+    reference = None
+    params = {
+        "text": Param("target_caption", "record field holding the text (target_caption, instruction, ...)"),
+        "scale": Param("cos", "cos: raw cosine; clipscore: 2.5*max(cos,0) with prefix 'A photo depicts '",
+                       ("cos", "clipscore")),
+    }
+
+    def required_fields(self):
+        return ("edited", self.options["text"])
+
+    def requests(self, rec):
+        text = str(rec.get(self.options["text"]))
+        if self.options["scale"] == "clipscore":
+            text = "A photo depicts " + text  # Hessel et al. 2021, sec. 3
+        return {"img": self.image_key(rec, "edited"), "txt": self.text_key(text)}
+
+    def score(self, rec, v, keys):
+        cos = float(np.dot(v["img"].astype(np.float64), v["txt"]))
+        return 2.5 * max(cos, 0.0) if self.options["scale"] == "clipscore" else cos
+
+
+class ClipDir(_Embedding):
+    id = "clip_dir"
+    description = "CLIP directional similarity: cos(E(edited)-E(source), T(target_caption)-T(source_caption))"
+    higher_is_better = True
+    range = (-1.0, 1.0)
+    fields = ("edited", "source_caption", "target_caption")
+    reference = "source"
+
+    def requests(self, rec):
+        return {"e": self.image_key(rec, "edited"), "s": self.image_key(rec, self.ref),
+                "ts": self.text_key(str(rec.get("source_caption"))),
+                "tt": self.text_key(str(rec.get("target_caption")))}
+
+    def score(self, rec, v, keys):
+        return cosine(v["e"] - v["s"], v["tt"] - v["ts"], "image direction E(edited)-E(source) or caption direction")
+
+
+class DirI(_Embedding):
+    id = "dir_i"
+    description = "SPPE DirI: cos(E(edited)-E(source), E(target)-E(source))"
+    higher_is_better = True
+    range = (-1.0, 1.0)
+    fields = ("edited", "target")
+    reference = "source"
+
+    def requests(self, rec):
+        return {"e": self.image_key(rec, "edited"), "s": self.image_key(rec, self.ref),
+                "t": self.image_key(rec, "target")}
+
+    def score(self, rec, v, keys):
+        return cosine(v["e"] - v["s"], v["t"] - v["s"], "E(edited)-E(source) or E(target)-E(source)")
+
+
+class DirS(_Embedding):
+    id = "dir_s"
+    description = "SPPE DirS: cos(E(edited)-E(source), E(edited_surrogate)-E(surrogate))"
+    higher_is_better = True
+    range = (-1.0, 1.0)
+    fields = ("edited", "surrogate", "edited_surrogate")
+    reference = "source"
+
+    def requests(self, rec):
+        return {"e": self.image_key(rec, "edited"), "s": self.image_key(rec, self.ref),
+                "g": self.image_key(rec, "surrogate"), "ge": self.image_key(rec, "edited_surrogate")}
+
+    def score(self, rec, v, keys):
+        return cosine(v["e"] - v["s"], v["ge"] - v["g"], "E(edited)-E(source) or E(edited_surrogate)-E(surrogate)")
+
+
+class EditabilityLabel(_Embedding):
+    id = "editability_label"
+    description = "SPPE editability label: (1 + cos(E(edited_surrogate)-E(surrogate), E(target)-E(source))) / 2"
+    higher_is_better = True
+    range = (0.0, 1.0)
+    fields = ("surrogate", "edited_surrogate", "target")
+    reference = "source"
+
+    def requests(self, rec):
+        return {"s": self.image_key(rec, self.ref), "t": self.image_key(rec, "target"),
+                "g": self.image_key(rec, "surrogate"), "ge": self.image_key(rec, "edited_surrogate")}
+
+    def score(self, rec, v, keys):
+        c = cosine(v["ge"] - v["g"], v["t"] - v["s"], "E(edited_surrogate)-E(surrogate) or E(target)-E(source)")
+        return (1.0 + c) / 2.0
+
+
+class ClipRC(_Embedding):
+    id = "clip_rc"
+    description = ("R-SIE CLIP-RC: 100 x CLIP zero-shot probability of the target class on the crop of the "
+                   "target region (delete: of the source class, lower is better)")
+    higher_is_better = True
+    range = (0.0, 100.0)
+    fields = ("edited",)
+    optional_fields = ("source", "target", "target_mask", "source_mask", "mask")
+    reference = None
+
+    def requests(self, rec):
+        op = str(rec.get("operation", "replace")).strip().lower()
+        deleting = op in DELETE_OPS
+        class_field = "source_class" if deleting else "target_class"
+        if not rec.has(class_field):
+            raise MetricError(f"clip_rc needs field {class_field!r} (operation {op!r})")
+        # delete: the object's place is where the source object was
+        names = (("source_bbox", "bbox", "source_mask", "mask") if deleting
+                 else ("target_bbox", "bbox", "target_mask", "mask"))
+        region = regions.first_present(rec, names)
+        if region is None:
+            raise MetricError(f"clip_rc needs a region: one of {', '.join(names)}")
+        edited = rec.image("edited")
+        box = regions.box_in(rec, region, edited)
+        vocab = vocabulary(rec)
+        cls = str(rec.get(class_field)).strip()
+        return {"crop": self.image_key(rec, "edited", box=box),
+                "vocab": [self.text_key(RC_TEMPLATE.format(c)) for c in vocab],
+                "_index": _find(vocab, cls), "_details": {"class": cls, "operation": op, "region": region,
+                                                          "box": [round(b, 2) for b in box],
+                                                          "lower_is_better": deleting, "vocabulary": len(vocab)}}
+
+    def score(self, rec, v, keys):
+        logits = self.encoder.logit_scale * (v["vocab"].astype(np.float64) @ v["crop"].astype(np.float64))
+        logits -= logits.max()
+        probs = np.exp(logits) / np.exp(logits).sum()
+        return Score(100.0 * float(probs[keys["_index"]]), details=keys["_details"])
+
+
+def vocabulary(rec) -> list[str]:
+    """COCO's 80 classes plus the record's classes, de-duplicated (case-insensitive)."""
+    out, seen = [], set()
+    for name in COCO_CLASSES + tuple(str(rec.get(f)).strip() for f in ("source_class", "target_class") if rec.has(f)):
+        low = name.lower()
+        if low not in seen:
+            seen.add(low)
+            out.append(name)
+    return out
+
+
+def _find(vocab: list[str], cls: str) -> int:
+    low = [c.lower() for c in vocab]
+    return low.index(cls.lower())
+
+
+class ClipGC(_Embedding):
+    id = "clip_gc"
+    description = ("R-SIE CLIP-GC: 100 x cosine of edited and source CLIP embeddings with the edit regions "
+                   "filled (background preservation)")
+    higher_is_better = True
+    range = (-100.0, 100.0)
+    fields = ("edited",)
+    optional_fields = ("target", "target_mask", "source_mask", "mask")
+    reference = "source"
+
+    def requests(self, rec):
+        edited, ref = rec.image("edited"), rec.image(self.ref)
+        m_edit, used = regions.union_mask(rec, regions.REGION_FIELDS, edited)
+        if not used:
+            raise MetricError(f"clip_gc needs a region: one of {', '.join(regions.REGION_FIELDS)}")
+        m_ref, _ = regions.union_mask(rec, regions.REGION_FIELDS, ref)
+        if m_edit.all() or m_ref.all():
+            raise MetricError("clip_gc: the edit region covers the whole image (no background)")
+        return {"e": self.image_key(rec, "edited", erase=m_edit), "s": self.image_key(rec, self.ref, erase=m_ref),
+                "_details": {"regions": used, "removed_fraction": round(float(m_ref.mean()), 4)}}
+
+    def score(self, rec, v, keys):
+        return Score(100.0 * float(np.dot(v["e"].astype(np.float64), v["s"])), details=keys["_details"])
+
+
+METRICS = (ClipI, ClipT, ClipDir, DirI, DirS, EditabilityLabel, ClipRC, ClipGC, DinoI)
+
+
+@hookimpl
+def register_metrics(register):
+    for cls in METRICS:
+        register(cls)
+
+
+@hookimpl
+def register_backbones(register):
+    from ..backbones import HFEncoder, OpenClipEncoder
+
+    register("open_clip", lambda spec, device, settings: OpenClipEncoder(spec.split(":", 1)[1], device, settings))
+    register("hf", HFEncoder)
+
+
+@hookimpl
+def register_commands(cli):
+    from ..weights import register_cli
+
+    register_cli(cli)
