@@ -1,0 +1,117 @@
+"""Paper-style tables: exact cell values on constructed result rows."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from editmetrics import tables
+from editmetrics.plugins import get_registry
+
+
+def row(rid, scores, **fields):
+    return {"id": rid, "scores": scores, "errors": {}, **fields}
+
+
+def cells(table):
+    """{tuple(labels): {column label: value}}"""
+    out = {}
+    for labels, values, _ in table.rows:
+        out[tuple(labels)] = {f"{g}/{c.label}".lstrip("/"): v for (g, c), v in zip(table.columns, values)}
+    return out
+
+
+def test_sppe_groups_methods_overall_and_missing_columns():
+    a = [row(1, {"psnr": 20.0, "ssim": 0.5, "psnr@target": 30.0, "dir_i": 0.2}, privacy_group="face"),
+         row(2, {"psnr": 10.0, "ssim": 0.7, "psnr@target": None, "dir_i": 0.4}, privacy_group="face"),
+         row(3, {"psnr": math.inf, "ssim": 1.0, "psnr@target": 40.0, "dir_i": 0.6}, privacy_group="document")]
+    b = [row(1, {"psnr": 25.0, "ssim": 0.6}, privacy_group="face")]
+    t = tables.sppe_table({"A": a, "B": b})
+    c = cells(t)
+    assert list(c) == [("document", "A"), ("document", "B"), ("face", "A"), ("face", "B"),
+                       ("Overall", "A"), ("Overall", "B")]
+    assert c[("face", "A")]["PSNR (Src)"] == 15.0
+    assert c[("face", "A")]["SSIM (Src)"] == pytest.approx(0.6)
+    assert c[("face", "A")]["PSNR (GT)"] == 30.0  # the null score is left out, not counted as 0
+    assert c[("face", "A")]["DirI"] == pytest.approx(0.3)
+    assert c[("document", "A")]["PSNR (Src)"] == math.inf
+    assert c[("document", "B")]["SSIM (Src)"] is None  # B has no record in that group
+    assert c[("Overall", "A")]["DirI"] == pytest.approx(0.4)
+    assert c[("Overall", "B")]["PSNR (Src)"] == 25.0
+    for label in ("CLIP-Sim (Src)", "DirS", "CLIP-Sim (GT)", "SSIM (GT)"):
+        assert all(v[label] is None for v in c.values())
+    md = t.to_markdown()
+    assert "| document | A | - | 1.0000 | inf | 0.6000 | - | - | - | 40.00 |" in md
+    assert "no run has a score for: CLIP-Sim (Src), DirS, CLIP-Sim (GT), SSIM (GT)" in md
+    # every table line has the same number of cells
+    widths = {line.count(" | ") for line in md.splitlines() if line.startswith("| ")}
+    assert widths == {9}
+
+
+def test_sppe_table7_without_groups_and_json():
+    t = tables.sppe_table({"A": [row(1, {"clip_i@target": 0.8}), row(2, {"clip_i@target": 0.6})]}, group_field=None)
+    assert t.stub == ["Method"]
+    data = json.loads(t.to_json())
+    assert data["rows"] == [{"labels": ["A"], "values": [None] * 5 + [pytest.approx(0.7), None, None],
+                             "n": [0] * 5 + [2, 0, 0]}]
+    assert data["columns"][5] == {"group": "", "label": "CLIP-Sim (GT)", "key": "clip_i@target", "scale": 1.0}
+
+
+def test_rsie_operations_order_scale_and_delete_arrow():
+    runs = {
+        "IP2P": [row(1, {"clip_rc": 10.0, "clip_gc": 90.0, "dino_i@target": 0.5, "clip_i@target": 0.8},
+                     operation="delete"),
+                 row(2, {"clip_rc": 30.0, "clip_gc": 80.0, "dino_i@target": 0.7, "clip_i@target": 0.6},
+                     operation="replace"),
+                 row(3, {"clip_rc": 50.0, "clip_gc": 70.0}, operation="create"),
+                 row(4, {"clip_rc": 1.0}, operation="blur")],
+    }
+    t = tables.rsie_table(runs)
+    assert [g for g, _ in t.groups] == ["Replace", "Create", "Delete", "Blur"]
+    c = cells(t)[("IP2P",)]
+    assert c["Replace/RC"] == 30.0 and c["Replace/GC"] == 80.0
+    assert c["Replace/DINO-I"] == pytest.approx(70.0) and c["Replace/CLIP-I"] == pytest.approx(60.0)
+    assert c["Delete/RC ↓"] == 10.0 and c["Delete/DINO-I"] == pytest.approx(50.0)
+    assert c["Create/DINO-I"] is None
+    md = t.to_markdown().splitlines()
+    assert md[2].startswith("| Method | Replace |  |  |  | Create |")
+    assert md[4].startswith("|  | RC | GC | DINO-I | CLIP-I | RC | GC |")
+
+
+def test_bpm_alignment_by_hand():
+    # human prefers A on records 1, 2; B on 3; tie on 4 (1[H_A > H_B] = 0)
+    human_a, human_b = [5, 4, 1, 3], [1, 2, 5, 3]
+    psnr_a, psnr_b = [30, 20, 25, 10], [20, 25, 20, 12]  # agrees on 1, 4 -> 2/4
+    l2_a, l2_b = [0.1, 0.1, 0.3, 0.2], [0.2, 0.3, 0.1, 0.2]  # lower is better: A better on 1,2; B on 3; tie -> 4/4
+    runs = {
+        "A": [row(i + 1, {"psnr": psnr_a[i], "l2": l2_a[i]}, human_score=human_a[i]) for i in range(4)],
+        "B": [row(i + 1, {"psnr": psnr_b[i], "l2": l2_b[i]}, human_score=human_b[i]) for i in range(4)],
+        "C": [row(i + 1, {"psnr": psnr_b[i], "l2": l2_b[i]}, human_score=human_b[i]) for i in range(2)],
+    }
+    t = tables.bpm_alignment_table(runs, metrics=["psnr", "l2"], registry=get_registry())
+    assert [c.label for _, c in t.columns] == ["A vs B ↑", "A vs C ↑", "B vs C ↑", "Average ↑"]
+    psnr = t.rows[0]
+    assert psnr[0] == ["psnr"]
+    assert psnr[1][0] == 0.5 and psnr[2][0] == 4
+    assert psnr[1][1] == 0.5 and psnr[2][1] == 2  # only the ids both runs have
+    assert psnr[1][2] == 1.0  # identical scores and humans: both P = 0 everywhere
+    assert psnr[1][3] == pytest.approx((0.5 + 0.5 + 1.0) / 3)
+    l2 = t.rows[1]
+    assert l2[0] == ["l2 (lower is better)"]
+    assert l2[1][0] == 1.0
+
+
+def test_summary_table_groups():
+    runs = {"m": [row(1, {"psnr": 10.0}, category="x"), row(2, {"psnr": 20.0}, category="y"),
+                  row(3, {"psnr": None}, category="y")]}
+    c = cells(tables.summary_table(runs))
+    assert c == {("m", "x"): {"psnr": 10.0}, ("m", "y"): {"psnr": 20.0}, ("m", "all"): {"psnr": 15.0}}
+
+
+def test_write_tables(tmp_path):
+    t = tables.summary_table({"m": [row(1, {"psnr": math.inf})]}, by=None)
+    tables.write_tables({"s": t}, str(tmp_path / "t.json"), str(tmp_path / "t.md"))
+    assert json.loads((tmp_path / "t.json").read_text())["s"]["rows"][0]["values"] == [math.inf]
+    assert "| m | inf |" in (tmp_path / "t.md").read_text()
