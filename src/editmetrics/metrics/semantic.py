@@ -50,7 +50,12 @@ def cosine(a: np.ndarray, b: np.ndarray, what: str = "") -> float:
     na, nb = np.linalg.norm(a), np.linalg.norm(b)
     if na < EPS or nb < EPS:
         raise MetricError(f"{what or 'a direction'} is zero (the two images have the same embedding): no angle")
-    return float(np.dot(a, b) / (na * nb))
+    return float(np.clip(np.dot(a, b) / (na * nb), -1.0, 1.0))
+
+
+def dot(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine of two unit vectors, in float64, clipped to [-1, 1] (rounding)."""
+    return float(np.clip(np.dot(np.asarray(a, np.float64), np.asarray(b, np.float64)), -1.0, 1.0))
 
 
 class _Embedding(Metric):
@@ -103,7 +108,7 @@ class ClipI(_Embedding):
         return {"a": self.image_key(rec, "edited"), "b": self.image_key(rec, self.ref)}
 
     def score(self, rec, v, keys):
-        return float(np.dot(v["a"].astype(np.float64), v["b"]))
+        return dot(v["a"], v["b"])
 
 
 class DinoI(ClipI):
@@ -136,7 +141,7 @@ class ClipT(_Embedding):
         return {"img": self.image_key(rec, "edited"), "txt": self.text_key(text)}
 
     def score(self, rec, v, keys):
-        cos = float(np.dot(v["img"].astype(np.float64), v["txt"]))
+        cos = dot(v["img"], v["txt"])
         return 2.5 * max(cos, 0.0) if self.options["scale"] == "clipscore" else cos
 
 
@@ -283,7 +288,7 @@ class ClipGC(_Embedding):
                 "_details": {"regions": used, "removed_fraction": round(float(m_ref.mean()), 4)}}
 
     def score(self, rec, v, keys):
-        return Score(100.0 * float(np.dot(v["e"].astype(np.float64), v["s"])), details=keys["_details"])
+        return Score(100.0 * dot(v["e"], v["s"]), details=keys["_details"])
 
 
 METRICS = (ClipI, ClipT, ClipDir, DirI, DirS, EditabilityLabel, ClipRC, ClipGC, DinoI)
