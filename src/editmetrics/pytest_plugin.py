@@ -1,0 +1,160 @@
+"""pytest plugin shipped by editmetrics (entry point ``pytest11``): benchmark runs as tests.
+
+A benchmark is an ordinary ``test_*.py`` file using these fixtures:
+
+- ``editmetrics_dataset(name, path, limit=None)`` -> pairs file: a registered
+  dataset loader (``editmetrics dataset list``) turned into a JSONL pairs file;
+- ``editmetrics_run_model(model, pairs, seed=0, **params)`` -> pairs file: a
+  registered model (``editmetrics models``) run over a pairs file (the
+  ``edited`` field filled in), through ``editmetrics.run.run_model``;
+- ``editmetrics_score(pairs, metrics, **options)`` -> result rows, through
+  ``editmetrics.runner.score_file`` (settings: environment and
+  ``editmetrics.toml``, like the CLI);
+- ``editmetrics_settings``: those settings, to skip a suite whose weights are
+  not configured (``pytest.skip`` with the setting's name);
+- ``editmetrics_results``: the session's table collector. ``add(name, table)``
+  keeps a ``editmetrics.tables.Table``; at the end of the session every table
+  goes to ``OUT/results.json`` and ``OUT/results.md`` and the Markdown is
+  printed in the terminal summary. ``OUT`` is ``--editmetrics-out`` (default
+  ``benchmark-results`` under the rootdir).
+
+Nothing happens in a session that does not use the fixtures: no file is
+written, nothing heavy is imported at plugin load.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+_RESULTS = pytest.StashKey["BenchmarkResults"]()
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("editmetrics", "editmetrics benchmark runs")
+    group.addoption("--editmetrics-out", metavar="DIR", default=None,
+                    help="folder for benchmark result tables (default: benchmark-results under the rootdir)")
+
+
+class BenchmarkResults:
+    """Tables collected during a session, written once at its end."""
+
+    def __init__(self, out_dir: str):
+        self.out_dir = out_dir
+        self.tables: dict = {}
+        self.files: list[str] = []
+
+    def add(self, name: str, table) -> None:
+        if name in self.tables:
+            raise ValueError(f"a table named {name!r} was already added in this session")
+        self.tables[name] = table
+
+    def path(self, name: str) -> str:
+        """A path in the output folder for an extra artefact (e.g. an HTML report)."""
+        os.makedirs(self.out_dir, exist_ok=True)
+        path = os.path.join(self.out_dir, name)
+        self.files.append(path)
+        return path
+
+    def write(self) -> tuple[str, str] | None:
+        if not self.tables:
+            return None
+        from .tables import write_tables
+
+        os.makedirs(self.out_dir, exist_ok=True)
+        json_path = os.path.join(self.out_dir, "results.json")
+        md_path = os.path.join(self.out_dir, "results.md")
+        write_tables(self.tables, json_path, md_path)
+        return json_path, md_path
+
+
+def _results(config) -> BenchmarkResults:
+    if _RESULTS not in config.stash:
+        out = config.getoption("--editmetrics-out") or os.path.join(str(config.rootpath), "benchmark-results")
+        config.stash[_RESULTS] = BenchmarkResults(os.path.abspath(out))
+    return config.stash[_RESULTS]
+
+
+@pytest.fixture(scope="session")
+def editmetrics_results(pytestconfig) -> BenchmarkResults:
+    return _results(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def editmetrics_settings() -> dict:
+    from .config import load_settings
+
+    return load_settings()
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:60] or "x"
+
+
+@pytest.fixture(scope="session")
+def editmetrics_dataset(tmp_path_factory):
+    """Factory: ``(name, path, limit=None) -> pairs file`` from a registered loader."""
+    from .datasets import export_dataset
+
+    def load(name: str, path: str, limit: int | None = None) -> str:
+        out = tmp_path_factory.mktemp(f"dataset-{_safe(name)}") / "pairs.jsonl"
+        export_dataset(name, path, str(out), limit=limit)
+        return str(out)
+
+    return load
+
+
+@pytest.fixture(scope="session")
+def editmetrics_run_model(tmp_path_factory, editmetrics_settings):
+    """Factory: ``(model, pairs, seed=0, **params) -> pairs file`` with the model's outputs."""
+
+    def run(model: str, pairs: str, seed: int = 0, **params) -> str:
+        from .run import run_model
+
+        out_dir = tmp_path_factory.mktemp(f"run-{_safe(model)}")
+        result = run_model(model, pairs, str(out_dir), seed=seed, assignments=params,
+                           settings=editmetrics_settings, progress=False)
+        return result.out
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def editmetrics_score(tmp_path_factory, editmetrics_settings):
+    """Factory: ``(pairs, metrics, **options) -> result rows`` (``score_file`` options)."""
+
+    def score(pairs: str, metrics, **options) -> list[dict]:
+        from .metric import split_specs
+        from .runner import read_results, score_file
+
+        specs = split_specs(metrics) if isinstance(metrics, str) else list(metrics)
+        out = tmp_path_factory.mktemp("scores") / "results.jsonl"
+        options.setdefault("settings", editmetrics_settings)
+        options.setdefault("progress", False)
+        score_file(pairs, specs, str(out), **options)
+        return list(read_results(str(out)))
+
+    return score
+
+
+def pytest_sessionfinish(session, exitstatus):
+    results = session.config.stash.get(_RESULTS, None)
+    if results is not None:
+        results.written = results.write()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    results = config.stash.get(_RESULTS, None)
+    written = getattr(results, "written", None) if results is not None else None
+    if not written:
+        return
+    terminalreporter.section("editmetrics benchmark tables")
+    with open(written[1], encoding="utf-8") as fh:
+        terminalreporter.write(fh.read())
+    terminalreporter.write_line(f"tables: {written[1]} (Markdown), {written[0]} (JSON)")
+    for path in results.files:
+        if os.path.exists(path):
+            terminalreporter.write_line(f"also: {path}")
+
