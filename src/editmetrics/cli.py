@@ -136,11 +136,15 @@ def _cell(value):
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
-def metrics(as_json):
+@click.option("--markdown", is_flag=True, help="Print the catalogue of built-in metrics (docs/metrics.md).")
+def metrics(as_json, markdown):
     """List the metrics every loaded plugin registered."""
     rows = get_registry().metric_rows()
     if as_json:
         click.echo(json.dumps(rows, indent=2))
+        return
+    if markdown:
+        click.echo(metrics_markdown(rows), nl=False)
         return
     for row in rows:
         direction = "higher" if row["higher_is_better"] else "lower"
@@ -185,6 +189,37 @@ def correlate(results, label, metric_list, by, bootstrap, as_json):
     out = correlate_rows(rows, label, keys, by=by, direction=metric_directions(known, get_registry()),
                          n_boot=bootstrap)
     click.echo(json.dumps(out, indent=2) if as_json else format_correlations(out))
+
+
+def metrics_markdown(rows: list[dict]) -> str:
+    """The metric catalogue of docs/metrics.md: built-in plugins only, so the
+    file does not depend on what else is installed."""
+    registry = get_registry()
+    builtin = {n for n, p in registry.plugins.items() if p.module.startswith("editmetrics.")}
+    lines = [
+        "# Metric catalogue",
+        "",
+        "Generated from the registry by `editmetrics metrics --markdown > docs/metrics.md`;",
+        "a test fails when this file is stale. Spec syntax: `NAME(k=v,...)@FIELD` (docs/records.md).",
+        "",
+        "| metric | plugin | better | range | needs | reference | parameters | description |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        if row["plugin"] not in builtin:
+            continue
+        low, high = row["range"]
+        rng = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+        params = "; ".join(
+            f"`{k}`={v['default']!r}" + (f" ({'/'.join(map(str, v['choices']))})" if v.get("choices") else "")
+            for k, v in row["params"].items()
+        ) or "-"
+        needs = ", ".join(row["fields"]) + (f" (+ optional {', '.join(row['optional_fields'])})" if row["optional_fields"] else "")
+        lines.append(
+            f"| `{row['id']}` | {row['plugin']} | {'higher' if row['higher_is_better'] else 'lower'} | {rng} "
+            f"| {needs} | {row['reference'] or '-'} | {params} | {row['description']} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _warn_failed_plugins() -> None:
