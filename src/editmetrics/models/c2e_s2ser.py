@@ -1,0 +1,215 @@
+"""C2E-S2SER plugin: the recoverer model and `editmetrics train c2e-s2ser`.
+
+Surrogate-to-source edit recovery (SPPE task 2, paper section 5): given the
+private source X, its surrogate S, the cloud-edited surrogate S', the
+surrogate mask M and the instruction P, produce the edited source. The network
+lives in ``c2e_s2ser_net``; training in ``c2e_s2ser_train``; docs in
+docs/c2e_s2ser.md.
+
+Weights (local disk only, never downloaded), resolved by ``Model.weight_path``:
+- ``flux_fill``: FLUX.1-Fill-dev in diffusers layout: setting ``flux_fill``
+  (``--set flux_fill=PATH``) or the environment variable ``EDITMETRICS_FLUX_FILL``;
+- ``c2e_s2ser``: the folder written by ``editmetrics train c2e-s2ser``: setting
+  ``c2e_s2ser`` or ``EDITMETRICS_C2E_S2SER``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+
+from ..hookspecs import hookimpl
+from ..metric import Param
+from ..model import Model, ModelError, Weight
+
+BASE_ENV = "EDITMETRICS_FLUX_FILL"
+CKPT_ENV = "EDITMETRICS_C2E_S2SER"
+BASE_HINT = (
+    "FLUX.1-Fill-dev in diffusers layout (transformer/, vae/, text_encoder/, text_encoder_2/, tokenizer/, "
+    "tokenizer_2/, scheduler/), downloaded by you from https://huggingface.co/black-forest-labs/FLUX.1-Fill-dev; "
+    f"setting flux_fill (--set flux_fill=PATH) or env {BASE_ENV}"
+)
+CKPT_HINT = (
+    "folder written by `editmetrics train c2e-s2ser` (c2e_s2ser.safetensors + config.json); "
+    f"setting c2e_s2ser (--set c2e_s2ser=PATH) or env {CKPT_ENV}"
+)
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def _torch_dtype(name: str, device: str):
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    return getattr(torch, name)
+
+
+class C2ES2SERRecoverer(Model):
+    id = "c2e-s2ser"
+    kind = "recoverer"
+    description = ("C2E-S2SER (SPPE paper): FLUX Fill + LoRA recovers the surrogate edit on the source, "
+                   "conditioned on (X, S, S') latents and an edit tag")
+    inputs = ("source", "surrogate", "edited_surrogate", "instruction")
+    optional_inputs = ("mask",)  # absent: the whole image was replaced by the surrogate
+    outputs = ("edited",)
+    params = {
+        "steps": Param(50, "sampling steps (flow-matching Euler)"),
+        "guidance": Param(0.0, "FLUX distilled guidance; 0 = the value used in training"),
+        "resolution": Param(0, "long side of the working size; 0 = the training resolution"),
+        "tag": Param("auto", "edit tag: predicted by the tag head, or forced", ("auto", "object", "attribute", "global")),
+        "dtype": Param("auto", "weights dtype (auto: bfloat16 on CUDA, float32 on CPU)", DTYPES),
+    }
+    weights = (
+        Weight("flux_fill", BASE_HINT, setting="flux_fill"),
+        Weight("c2e_s2ser", CKPT_HINT, setting="c2e_s2ser"),
+    )
+
+    def __init__(self, **params: Any):
+        super().__init__(**params)
+        self.net = None
+
+    def _paths(self) -> tuple[str, str]:
+        base, ckpt = (self.weight_path(w) or "" for w in self.weights)
+        return base, ckpt
+
+    def weights_present(self) -> bool:
+        from .c2e_s2ser_net import FILL_SUBFOLDERS
+        from .c2e_s2ser_train import CONFIG_FILE, WEIGHTS_FILE
+
+        base, ckpt = self._paths()
+        base_ok = bool(base) and all(os.path.isdir(os.path.join(base, s)) for s in FILL_SUBFOLDERS)
+        ckpt_ok = bool(ckpt) and all(os.path.isfile(os.path.join(ckpt, f)) for f in (WEIGHTS_FILE, CONFIG_FILE))
+        return base_ok and ckpt_ok
+
+    def load(self, device: str = "cpu") -> None:
+        from .c2e_s2ser_net import C2EConfig, C2ES2SER, MissingWeightsError, check_base_folder, load_base
+        from .c2e_s2ser_train import load_checkpoint, read_checkpoint_config
+
+        base, ckpt = self._paths()
+        try:  # both checked before any heavy loading: one clear message naming what is missing and where
+            meta = read_checkpoint_config(ckpt)
+            check_base_folder(base)
+            config = C2EConfig.from_dict(meta["config"])
+            dtype = _torch_dtype(self.options["dtype"], device)
+            transformer, vae, text, scheduler = load_base(base, device, dtype, config.max_sequence_length)
+        except MissingWeightsError as exc:
+            raise ModelError(f"model {self.id!r}: {exc}") from None
+        net = C2ES2SER(transformer, vae, text, scheduler, config)
+        load_checkpoint(net, ckpt, meta)
+        net.train(False)
+        self.net = net
+        self.loaded = {"base": os.path.abspath(os.path.expanduser(base)),
+                       "checkpoint": os.path.abspath(os.path.expanduser(ckpt)), "step": meta.get("step")}
+
+    def predict(self, inputs: dict[str, Any], seed: int | None = None) -> dict[str, Any]:
+        from .c2e_s2ser_net import TAGS, from_model_image, to_model_image, to_model_mask, work_size
+
+        if self.net is None:
+            self.load()
+        net = self.net
+        source = inputs["source"]
+        height, width = source.shape[:2]
+        resolution = self.options["resolution"] or net.config.resolution
+        size = work_size(width, height, resolution, 2 * net.vae_scale)
+        x = to_model_image(source, size)
+        s = to_model_image(inputs["surrogate"], size)
+        e = to_model_image(inputs["edited_surrogate"], size)
+        m = to_model_mask(inputs.get("mask"), size)
+        tags = None if self.options["tag"] == "auto" else [TAGS.index(self.options["tag"])]
+        if self.options["guidance"] > 0:
+            net.config.guidance = float(self.options["guidance"])
+        image, used = net.sample(x, s, e, m, [str(inputs.get("instruction") or "")], steps=int(self.options["steps"]),
+                                 seed=0 if seed is None else int(seed), tags=tags)
+        info = {"edit_tag": TAGS[used[0]], "tag_from": "head" if tags is None else "parameter",
+                "work_size": list(size)}
+        return {"edited": from_model_image(image[0], (width, height)), "info": info}
+
+
+# ---------------------------------------------------------------------------
+# `editmetrics train c2e-s2ser`
+# ---------------------------------------------------------------------------
+
+
+@click.command("c2e-s2ser")
+@click.option("--pairs", required=True, type=click.Path(dir_okay=False),
+              help="Training pairs (.jsonl/.csv): source, surrogate, edited_surrogate, target, instruction, [mask], [edit_tag].")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Checkpoint folder.")
+@click.option("--base", envvar=BASE_ENV, show_envvar=True, help="FLUX.1-Fill-dev folder (diffusers layout).")
+@click.option("--steps", default=6000, show_default=True, type=click.IntRange(1), help="Optimisation steps (paper: 6000).")
+@click.option("--warmup-steps", default=3000, show_default=True, type=click.IntRange(0),
+              help="Forward-only steps before the cycle loss starts (paper: 3000).")
+@click.option("--lr", default=1e-4, show_default=True, type=float, help="Learning rate (value not given in the paper).")
+@click.option("--weight-decay", default=1e-2, show_default=True, type=float)
+@click.option("--optimizer", type=click.Choice(["adamw8bit", "adamw"]), default="adamw8bit", show_default=True,
+              help="adamw8bit (paper; needs bitsandbytes) or torch AdamW.")
+@click.option("--rank", default=256, show_default=True, type=click.IntRange(1), help="LoRA rank (paper: 256).")
+@click.option("--alpha", default=None, type=float, help="LoRA alpha (default: the rank).")
+@click.option("--batch-size", default=1, show_default=True, type=click.IntRange(1))
+@click.option("--resolution", default=512, show_default=True, type=click.IntRange(16), help="Training images are resized to RES x RES.")
+@click.option("--cycle-weight", default=1.0, show_default=True, type=float)
+@click.option("--tag-weight", default=1.0, show_default=True, type=float)
+@click.option("--guidance", default=30.0, show_default=True, type=float, help="FLUX distilled-guidance input.")
+@click.option("--timestep-sampling", type=click.Choice(["logit_normal", "uniform"]), default="logit_normal", show_default=True)
+@click.option("--max-sequence-length", default=512, show_default=True, type=click.IntRange(1), help="T5 tokens.")
+@click.option("--tag-hidden", default=128, show_default=True, type=click.IntRange(1), help="Tag head width.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")
+@click.option("--dtype", type=click.Choice(DTYPES), default="auto", show_default=True, help="Base weights dtype.")
+@click.option("--gradient-checkpointing", is_flag=True, help="Trade compute for memory (needed for full size).")
+@click.option("--save-every", default=500, show_default=True, type=click.IntRange(0), help="Checkpoint every N steps (0: end only).")
+@click.option("--log-every", default=10, show_default=True, type=click.IntRange(0))
+def train_command(pairs, out_dir, base, steps, warmup_steps, lr, weight_decay, optimizer, rank, alpha, batch_size,
+                  resolution, cycle_weight, tag_weight, guidance, timestep_sampling, max_sequence_length, tag_hidden,
+                  seed, device, dtype, gradient_checkpointing, save_every, log_every):
+    """Train C2E-S2SER (LoRA on FLUX Fill + edit-tag head) on an SPPE-style pairs file."""
+    import torch
+
+    from .c2e_s2ser_net import C2EConfig, C2ES2SER, MissingWeightsError, load_base
+    from .c2e_s2ser_train import TrainingDataError, read_training_pairs, seed_everything, train
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        items = read_training_pairs(pairs)
+    except TrainingDataError as exc:
+        raise click.ClickException(str(exc)) from None
+    weak = sum(1 for i in items if i.tag_from == "instruction")
+    click.echo(f"{len(items)} training records ({weak} with tags from instruction templates)")
+    config = C2EConfig(lora_rank=rank, lora_alpha=float(alpha if alpha is not None else rank), tag_hidden=tag_hidden,
+                       guidance=guidance, cycle_weight=cycle_weight, tag_weight=tag_weight, warmup_steps=warmup_steps,
+                       timestep_sampling=timestep_sampling, max_sequence_length=max_sequence_length, resolution=resolution)
+    seed_everything(seed)  # LoRA and tag-head initialisation
+    try:
+        transformer, vae, text, scheduler = load_base(base, device, _torch_dtype(dtype, device), max_sequence_length)
+    except MissingWeightsError as exc:
+        raise click.ClickException(str(exc)) from None
+    if gradient_checkpointing:
+        transformer.enable_gradient_checkpointing()
+    model = C2ES2SER(transformer, vae, text, scheduler, config)
+    if resolution % (2 * model.vae_scale):
+        raise click.ClickException(f"--resolution must be a multiple of {2 * model.vae_scale} (VAE factor x 2x2 packing)")
+    n_train = sum(p.numel() for p in model.trainable_parameters())
+    click.echo(f"trainable parameters: {n_train:,} (LoRA rank {rank} + tag head); device {device}")
+    try:
+        history = train(model, items, out_dir, steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                        optimizer=optimizer, seed=seed, save_every=save_every, log_every=log_every,
+                        training_meta={"pairs": os.path.abspath(pairs), "base": os.path.abspath(os.path.expanduser(base)),
+                                       "device": device, "dtype": dtype}, log=click.echo)
+    except RuntimeError as exc:
+        if "bitsandbytes" in str(exc):
+            raise click.ClickException(str(exc)) from None
+        raise
+    click.echo(f"saved {out_dir} (step {steps}; last loss {history[-1]['total']:.4f})")
+
+
+@hookimpl
+def register_models(register):
+    register(C2ES2SERRecoverer)
+
+
+@hookimpl
+def register_commands(cli):
+    group = cli.commands.get("train")
+    if group is not None and "c2e-s2ser" not in getattr(group, "commands", {}):
+        group.add_command(train_command)
