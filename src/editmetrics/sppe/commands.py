@@ -1,0 +1,112 @@
+"""CLI: ``editmetrics train erma``, ``editmetrics sppe synth``, ``editmetrics sppe table``."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..config import load_settings, parse_assignments
+from ..metric import MetricError
+
+
+def _settings(config_path, assignments, clip):
+    return load_settings(config_path, {**parse_assignments(assignments), "clip": clip})
+
+
+@click.command("erma")
+@click.option("--pairs", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Training pairs file: source, surrogate, instruction and editability_label "
+                   "(or edited_surrogate + target to compute it).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Checkpoint folder to create.")
+@click.option("--label", default="editability_label", show_default=True, help="Label field of the records.")
+@click.option("--val-fraction", default=0.2, show_default=True, type=click.FloatRange(0, 0.9),
+              help="Held-out share for early stopping (random, seeded).")
+@click.option("--epochs", default=300, show_default=True, type=click.IntRange(1), help="Maximum epochs.")
+@click.option("--patience", default=30, show_default=True, type=click.IntRange(1),
+              help="Stop after this many epochs without a better validation MSE.")
+@click.option("--lr", default=1e-3, show_default=True, type=float, help="Adam learning rate.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
+@click.option("--hidden", default=256, show_default=True, type=click.IntRange(1), help="MLP hidden width.")
+@click.option("--dropout", default=0.1, show_default=True, type=click.FloatRange(0, 0.9))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML settings file.")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Set any setting (repeatable).")
+@click.option("--clip", help="CLIP backbone spec (setting 'clip'); recorded in the checkpoint.")
+def train_erma(pairs, out, label, val_fraction, epochs, patience, lr, batch_size, hidden, dropout, seed, device,
+               progress, config_path, assignments, clip):
+    """Train ERMA's head on frozen CLIP features (SPPE eq. 3-5)."""
+    from .train import TrainOptions, train_erma as run
+
+    settings = _settings(config_path, assignments, clip)
+    opts = TrainOptions(label=label, val_fraction=val_fraction, epochs=epochs, patience=patience, lr=lr,
+                        batch_size=batch_size, hidden=hidden, dropout=dropout, seed=seed, device=device,
+                        progress=progress)
+    try:
+        result = run(pairs, out, settings, opts)
+    except (MetricError, FileExistsError) as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2 if isinstance(exc, FileExistsError) else 1)
+    val = "-" if result.val_loss is None else f"{result.val_loss:.5f}"
+    click.echo(f"ERMA checkpoint written to {result.out}: {result.n_train} train / {result.n_val} validation "
+               f"records, best epoch {result.best_epoch}, train MSE {result.train_loss:.5f}, validation MSE {val}")
+    if result.skipped:
+        click.echo(f"{len(result.skipped)} record(s) skipped, e.g. {next(iter(result.skipped.items()))}", err=True)
+
+
+@click.group("sppe")
+def sppe_group():
+    """SPPE task 1 helpers (synthetic data, Table-4-style tables)."""
+
+
+@sppe_group.command("synth")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write the set into.")
+@click.option("--photos", default=16, show_default=True, type=click.IntRange(2, 18),
+              help="skimage.data photographs used as sources.")
+@click.option("--surrogates", default=2, show_default=True, type=click.IntRange(1), help="Surrogates per photo.")
+@click.option("--instructions", default=2, show_default=True, type=click.IntRange(1, 7),
+              help="Instructions per surrogate (SPPE samples two).")
+@click.option("--size", default=96, show_default=True, type=click.IntRange(32), help="Image side in pixels.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--clip", help="Label with this CLIP spec instead of a new tiny random CLIP.")
+def synth(out, photos, surrogates, instructions, size, seed, clip):
+    """Write a small SPPE-format set from skimage.data photographs (labels: editability_label)."""
+    from .synthetic import make_synthetic
+
+    summary = make_synthetic(out, photos=photos, surrogates=surrogates, instructions=instructions, size=size,
+                             seed=seed, clip_spec=clip)
+    click.echo(f"{summary['records']} records in {out}/sppe.json ({summary['train']} in train.jsonl, "
+               f"{summary['test']} in test.jsonl); labels with CLIP {summary['clip']} "
+               f"(also in {out}/editmetrics.toml)")
+
+
+@sppe_group.command("table")
+@click.argument("results", type=click.Path(exists=True, dir_okay=False))
+@click.option("--label", default="editability_label", show_default=True)
+@click.option("--by", default="category", show_default=True, help="Field for the SRCC-std row ('' for none).")
+@click.option("--bootstrap", default=1000, show_default=True, type=click.IntRange(0))
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Write the Markdown here too.")
+def table(results, label, by, bootstrap, out_path):
+    """Table-4-style Markdown (SRCC, PLCC after the logistic fit, ...) of a results file."""
+    from ..plugins import get_registry
+    from ..runner import read_results
+    from ..stats import correlate_rows, metric_directions
+    from .table import markdown_table
+
+    rows = list(read_results(results))
+    keys = [k for k in dict.fromkeys(k for r in rows for k in r.get("scores", {})) if k != label]
+    scored = [k for k in keys if any(r["scores"].get(k) is not None for r in rows)]
+    failures = {}
+    for k in keys:
+        if k not in scored:
+            reasons = [r.get("errors", {}).get(k) for r in rows if r.get("errors", {}).get(k)]
+            failures[k] = reasons[0] if reasons else "no score"
+    out = correlate_rows(rows, label, scored, by=by or None,
+                         direction=metric_directions(keys, get_registry()), n_boot=bootstrap)
+    text = markdown_table(out, failures)
+    click.echo(text)
+    if out_path:
+        with open(out_path, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")

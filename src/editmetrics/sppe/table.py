@@ -1,0 +1,47 @@
+"""Table-4-style Markdown table of SPPE task 1 results."""
+
+from __future__ import annotations
+
+# Paper column order (Table 4) and display names; any other metric follows.
+PAPER_ORDER = [("afine", "AFINE-FR"), ("ahiq", "AHIQ"), ("dists", "DISTS"), ("stlpips", "ST-LPIPS"),
+               ("topiq_fr", "TOPIQ-FR"), ("lpips", "LPIPS"), ("erma", "ERMA")]
+
+
+def _name(key: str) -> str:
+    base = key.split("(")[0].split("@")[0]
+    for mid, label in PAPER_ORDER:
+        if base == mid:
+            return label
+    return key
+
+
+def _order(key: str) -> int:
+    base = key.split("(")[0].split("@")[0]
+    ids = [m for m, _ in PAPER_ORDER]
+    return ids.index(base) if base in ids else len(ids)
+
+
+def markdown_table(results: list[dict], failures: dict[str, str] | None = None) -> str:
+    """``results``: ``stats.correlate_rows`` output (with groups for the std
+    row). ``failures``: metric key -> reason for metrics with no score at all."""
+    failures = failures or {}
+    results = sorted(results, key=lambda r: _order(r["metric"]))
+    keys = [r["metric"] for r in results] + [k for k in failures if k not in {r["metric"] for r in results}]
+    by_key = {r["metric"]: r for r in results}
+
+    def cell(key, field, digits=4):
+        r = by_key.get(key)
+        value = None if r is None else r.get(field)
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
+    lines = ["| Metric | " + " | ".join(_name(k) for k in keys) + " |",
+             "|---|" + "---|" * len(keys)]
+    for label, field in (("SRCC", "srcc"), ("PLCC", "plcc_logistic"), ("PLCC (raw)", "plcc"), ("KRCC", "krcc")):
+        lines.append(f"| {label} | " + " | ".join(cell(k, field) for k in keys) + " |")
+    if any("srcc_std_across_groups" in r for r in results):
+        lines.append("| SRCC std across categories | " + " | ".join(cell(k, "srcc_std_across_groups", 3) for k in keys) + " |")
+    lines.append("| n | " + " | ".join(str(by_key[k]["n"]) if k in by_key else "0" for k in keys) + " |")
+    notes = [f"- {_name(k)} (`{k}`): not scored: {failures[k]}" for k in keys if k in failures]
+    if notes:
+        lines += ["", *notes]
+    return "\n".join(lines)

@@ -1,0 +1,210 @@
+"""Training ERMA's head on a pairs file (``editmetrics train erma``).
+
+Features are computed once (through the feature store, so a ``feature_cache``
+folder makes a second training run skip CLIP entirely) and kept as one tensor;
+epochs only run the small MLP. Labels are the records' ``editability_label``
+field; records without it but with ``edited_surrogate`` and ``target`` get it
+computed by the ``editability_label`` metric with the same CLIP backbone.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..images import ImageLoadError, load_image
+from ..metric import MetricError
+from ..records import read_pairs
+from .erma import FORMAT, LABEL, encode_triplets, layout, make_head, save_checkpoint
+
+
+@dataclass
+class TrainOptions:
+    label: str = LABEL
+    val_fraction: float = 0.2
+    epochs: int = 300
+    patience: int = 30
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 64
+    hidden: int = 256
+    dropout: float = 0.1
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool | None = None
+
+
+@dataclass
+class TrainResult:
+    out: str
+    n_train: int
+    n_val: int
+    best_epoch: int
+    train_loss: float
+    val_loss: float | None
+    skipped: dict = field(default_factory=dict)  # id -> reason
+
+
+def _label_of(fields: dict, label: str):
+    value = fields.get(label)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def training_set(pairs: str, settings: dict, store, spec: str, opts: TrainOptions):
+    """(Z, y, ids, skipped): relational vectors and labels of usable records."""
+    records = list(read_pairs(pairs))
+    labels: dict[str, float] = {}
+    need_metric = []
+    skipped: dict[str, str] = {}
+    for rec in records:
+        if rec.error:
+            skipped[rec.key] = rec.error
+            continue
+        for name in ("source", "surrogate", "instruction"):
+            if not rec.fields.get(name):
+                skipped[rec.key] = f"no {name!r}"
+                break
+        else:
+            value = _label_of(rec.fields, opts.label)
+            if value is not None:
+                labels[rec.key] = value
+            elif opts.label == LABEL and rec.fields.get("edited_surrogate") and rec.fields.get("target"):
+                need_metric.append(rec)
+            else:
+                skipped[rec.key] = f"no {opts.label!r} label"
+    if need_metric:
+        from ..runner import score_records
+
+        rows = score_records([{**r.fields, "id": r.key, **{f: r.path(f) for f in
+                               ("source", "surrogate", "edited_surrogate", "target")}} for r in need_metric],
+                             [LABEL], settings={**settings, "clip": spec}, device=opts.device)
+        for row in rows:
+            value = row["scores"].get(LABEL)
+            if value is None:
+                skipped[str(row["id"])] = row["errors"].get(LABEL, "label could not be computed")
+            else:
+                labels[str(row["id"])] = float(value)
+    usable = [r for r in records if r.key in labels]
+    triplets = []
+    for rec in usable:
+        try:
+            triplets.append((rec, load_image(rec.path("source")), load_image(rec.path("surrogate"))))
+        except ImageLoadError as exc:
+            skipped[rec.key] = str(exc)
+    # decode lazily would save memory on SPPE-size sets; the arrays are
+    # released chunk by chunk by encode_triplets' caller below
+    bar = _bar(len(triplets), opts.progress, "CLIP features")
+    z = encode_triplets(store, spec, ((x, s, str(rec.fields["instruction"])) for rec, x, s in triplets),
+                        progress=bar)
+    if bar:
+        bar.close()
+    ids = [rec.key for rec, _, _ in triplets]
+    y = np.array([labels[i] for i in ids], dtype=np.float32)
+    return z, y, ids, skipped
+
+
+def _bar(total, enabled, desc, unit="rec"):
+    if enabled is False or total == 0:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=None if enabled is None else not enabled)
+
+
+def split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random train/validation split (validation gets ceil(n * fraction))."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = min(n - 2, max(1, math.ceil(n * fraction))) if fraction > 0 else 0
+    return order[n_val:], order[:n_val]
+
+
+def fit_head(z: np.ndarray, y: np.ndarray, opts: TrainOptions):
+    """Adam on MSE with early stopping on validation MSE; returns (best head,
+    record). Deterministic for a given seed on the CPU."""
+    import torch
+
+    torch.manual_seed(opts.seed)
+    train_idx, val_idx = split(len(y), opts.val_fraction, opts.seed)
+    zt, yt = torch.from_numpy(z), torch.from_numpy(y)
+    head = make_head(z.shape[1], opts.hidden, opts.dropout).to(opts.device)
+    optim = torch.optim.Adam(head.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    gen = torch.Generator().manual_seed(opts.seed)
+    best = (math.inf, 0, copy.deepcopy(head.state_dict()), math.inf)
+    bar = _bar(opts.epochs, opts.progress, "ERMA epochs", unit="epoch")
+    stale = 0
+    for epoch in range(1, opts.epochs + 1):
+        head.train()
+        perm = torch.from_numpy(train_idx)[torch.randperm(len(train_idx), generator=gen)]
+        total = 0.0
+        for start in range(0, len(perm), opts.batch_size):
+            idx = perm[start:start + opts.batch_size]
+            pred = head(zt[idx].to(opts.device)).reshape(-1)
+            loss = torch.nn.functional.mse_loss(pred, yt[idx].to(opts.device))
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+            total += float(loss.detach()) * len(idx)
+        train_loss = total / len(perm)
+        head.eval()
+        if len(val_idx):
+            with torch.no_grad():
+                vi = torch.from_numpy(val_idx)
+                val_loss = float(torch.nn.functional.mse_loss(head(zt[vi].to(opts.device)).reshape(-1),
+                                                              yt[vi].to(opts.device)))
+        else:
+            val_loss = train_loss
+        if val_loss < best[0] - 1e-7:
+            best, stale = (val_loss, epoch, copy.deepcopy(head.state_dict()), train_loss), 0
+        else:
+            stale += 1
+        if bar:
+            bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}", best=best[1])
+            bar.update(1)
+        if stale >= opts.patience:
+            break
+    if bar:
+        bar.close()
+    head.load_state_dict(best[2])
+    record = {"best_epoch": best[1], "epochs_run": epoch, "val_loss": best[0] if len(val_idx) else None,
+              "train_loss": best[3], "n_train": int(len(train_idx)), "n_val": int(len(val_idx))}
+    return head.eval().cpu(), record
+
+
+def train_erma(pairs: str, out: str, settings: dict, opts: TrainOptions | None = None) -> TrainResult:
+    from ..features import FeatureStore
+
+    opts = opts or TrainOptions()
+    if os.path.exists(os.path.join(out, "erma.json")):
+        raise FileExistsError(f"{out} already holds an ERMA checkpoint; choose another --out")
+    store = FeatureStore(settings, device=opts.device)
+    spec = store.spec("clip")
+    encoder = store.backbone(spec)  # missing CLIP weights: one clear MetricError here
+    if not encoder.has_text:
+        raise MetricError(f"erma needs a CLIP backbone with a text encoder; {spec!r} has none")
+    z, y, ids, skipped = training_set(pairs, settings, store, spec, opts)
+    if len(y) < 4:
+        raise MetricError(f"erma: only {len(y)} usable training record(s) in {pairs}; need at least 4 "
+                          f"(skipped: {dict(list(skipped.items())[:3])})")
+    dim = (z.shape[1] - 3) // 6
+    head, record = fit_head(z, y, opts)
+    config = {
+        "format": FORMAT,
+        "backbone": {"spec": spec, "identity": encoder.identity, "embed_dim": dim},
+        "feature_layout": layout(dim),
+        "head": {"hidden": opts.hidden, "dropout": opts.dropout, "activation": "gelu", "output": "sigmoid"},
+        "training": {"pairs": os.path.abspath(pairs), "label": opts.label, "seed": opts.seed,
+                     "val_fraction": opts.val_fraction, "lr": opts.lr, "weight_decay": opts.weight_decay,
+                     "batch_size": opts.batch_size, "max_epochs": opts.epochs, "patience": opts.patience,
+                     "skipped": len(skipped), **record},
+    }
+    save_checkpoint(out, head, config)
+    return TrainResult(out=out, n_train=record["n_train"], n_val=record["n_val"], best_epoch=record["best_epoch"],
+                       train_loss=record["train_loss"], val_loss=record["val_loss"], skipped=skipped)
