@@ -61,12 +61,15 @@ class Score:
     """A metric result richer than one number.
 
     ``components`` become extra output keys ``SPEC.NAME``; ``details`` (JSON
-    values) are kept under the record's ``details[SPEC]``.
+    values) are kept under the record's ``details[SPEC]``. With ``value``
+    ``None``, ``reason`` is recorded as the error (the components computed so
+    far are still kept).
     """
 
     value: float | None
     components: dict[str, float | None] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    reason: str | None = None
 
 
 class Metric:

@@ -265,8 +265,10 @@ class Scorer:
 
     @staticmethod
     def _store(key, result, scores, details, errors) -> None:
+        reason = None
         if isinstance(result, Score):
             value = result.value
+            reason = result.reason
             for name, comp in result.components.items():
                 scores[f"{key}.{name}"] = _number(comp)
             if result.details:
@@ -275,7 +277,7 @@ class Scorer:
             value = result
         value = _number(value)
         if value is None or (isinstance(value, float) and math.isnan(value)):
-            errors[key] = "metric returned no value (NaN)"
+            errors[key] = reason or "metric returned no value (NaN)"
         else:
             scores[key] = value
 
