@@ -218,7 +218,7 @@ class HFEncoder(Encoder):
         import transformers
 
         self.spec, self.device, self._torch = spec, device, torch
-        model_id = spec.split(":", 1)[1] if ":" in spec else spec
+        model_id = spec.split(":", 1)[1] if spec.startswith("hf:") else spec
         found = locate_hf(model_id, settings)
         local_only = not downloads_allowed(settings)
         if found.path is None and local_only:
@@ -286,6 +286,8 @@ BUILTIN: dict[str, Callable[[str, str, dict], Encoder]] = {"hf": HFEncoder}
 def factory_for(spec: str, registry=None) -> Callable[[str, str, dict], Encoder]:
     """``NAME:REST`` with a registered ``NAME`` -> that factory; else open_clip."""
     head = spec.split(":", 1)[0] if ":" in spec else ""
+    if not head and os.path.isdir(os.path.expanduser(spec)):
+        return HFEncoder  # a bare folder: a transformers save_pretrained directory
     if registry is not None and head in registry.items.get("backbones", {}):
         return registry.items["backbones"][head]
     if head in BUILTIN:
@@ -302,7 +304,7 @@ def describe_spec(spec: str, settings: dict, registry=None) -> dict[str, Any]:
     head, _, rest = spec.partition(":")
     factory = factory_for(spec, registry)
     if factory is HFEncoder:
-        found = locate_hf(rest, settings)
+        found = locate_hf(rest if head == "hf" else spec, settings)
         return {"path": found.path, "home": found.home, "present": found.path is not None, "sha256": None,
                 "hint": missing_message(f"backbone {spec!r}", found, _setting_of(spec))}
     if factory is not OpenClipEncoder:

@@ -328,7 +328,8 @@ def register_cli(cli) -> None:
             return
         for row in rows:
             state = "present" if row["present"] else "MISSING"
-            click.echo(f"{row['spec']:<40} {state:<8} {row.get('path') or row.get('hint', '')}")
+            where = row.get("path") or row.get("home") or "(no path configured)"
+            click.echo(f"{row['spec']:<40} {state:<8} {where}")
             click.echo(f"    used by: {', '.join(row['metrics'])}")
             if not row["present"] and row.get("hint"):
                 click.echo(f"    {row['hint']}")
