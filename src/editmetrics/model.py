@@ -16,6 +16,11 @@ from .metric import Param, SpecError
 KINDS = ("editor", "recoverer", "assessor")
 
 
+class ModelError(Exception):
+    """A model cannot produce an output (for one record, or at all when raised
+    by ``load``); the message is recorded as the reason."""
+
+
 @dataclass(frozen=True)
 class Weight:
     """A file or folder a model needs, looked up on local disk only."""
@@ -23,13 +28,15 @@ class Weight:
     name: str  # short id, e.g. "unet"
     hint: str  # where it goes and where to get it
     path: str | None = None  # default local path, if any
+    setting: str | None = None  # settings key (and env EDITMETRICS_<KEY>) that overrides ``path``
 
 
 class Model:
     """Base class of every model. Subclasses set:
 
     - ``id``, ``kind`` (one of ``KINDS``), ``description``;
-    - ``inputs``: record fields read; ``outputs``: fields produced;
+    - ``inputs``: record fields read; ``optional_inputs``: fields read when
+      present; ``outputs``: fields produced;
     - ``params``: name -> ``Param``; ``weights``: tuple of ``Weight``.
     """
 
@@ -37,6 +44,7 @@ class Model:
     kind: ClassVar[str]
     description: ClassVar[str]
     inputs: ClassVar[tuple[str, ...]] = ("source", "instruction")
+    optional_inputs: ClassVar[tuple[str, ...]] = ()
     outputs: ClassVar[tuple[str, ...]] = ("edited",)
     params: ClassVar[dict[str, Param]] = {}
     weights: ClassVar[tuple[Weight, ...]] = ()
@@ -48,11 +56,43 @@ class Model:
                 raise SpecError(f"model {self.id!r} has no parameter {name!r}; it has {sorted(values) or 'none'}")
             values[name] = value
         self.options = values
+        self.settings: dict[str, Any] = {}
+
+    def configure(self, settings: dict[str, Any]) -> "Model":
+        """Take run settings (e.g. weight paths set with ``--set KEY=PATH``)."""
+        self.settings = dict(settings or {})
+        return self
+
+    def weight_path(self, weight: Weight) -> str | None:
+        """Where ``weight`` is: setting ``weight.setting``, then the environment
+        variable ``EDITMETRICS_<SETTING>``, then ``weight.path``."""
+        import os
+
+        value = None
+        if weight.setting:
+            value = self.settings.get(weight.setting) or os.environ.get(f"EDITMETRICS_{weight.setting.upper()}")
+        value = value or weight.path
+        return os.path.expanduser(str(value)) if value else None
+
+    def require_weights(self) -> dict[str, str]:
+        """Resolved paths of every weight; ``ModelError`` naming the model, the
+        weight, the path and where to put it when one is missing."""
+        paths = {}
+        for w in self.weights:
+            path = self.weight_path(w)
+            if not path or not _exists(path):
+                where = f"not found at {path}" if path else "has no path configured"
+                how = f"; set it with --set {w.setting}=PATH or EDITMETRICS_{w.setting.upper()}" if w.setting else ""
+                raise ModelError(f"model {self.id!r}: weights {w.name!r} {where} ({w.hint}){how}")
+            paths[w.name] = path
+        return paths
 
     def weights_present(self) -> bool | None:
         """True/False when the model can tell whether its weights are on disk;
         None when it needs none."""
-        return None if not self.weights else all(w.path and _exists(w.path) for w in self.weights)
+        if not self.weights:
+            return None
+        return all((p := self.weight_path(w)) is not None and _exists(p) for w in self.weights)
 
     def load(self, device: str = "cpu") -> None:
         """Load weights (from local paths only). Called once before ``predict``."""
@@ -67,9 +107,10 @@ class Model:
             "kind": cls.kind,
             "description": cls.description,
             "inputs": list(cls.inputs),
+            "optional_inputs": list(cls.optional_inputs),
             "outputs": list(cls.outputs),
             "params": {name: p.describe() for name, p in cls.params.items()},
-            "weights": [{"name": w.name, "hint": w.hint, "path": w.path} for w in cls.weights],
+            "weights": [{"name": w.name, "hint": w.hint, "path": w.path, "setting": w.setting} for w in cls.weights],
         }
 
 
