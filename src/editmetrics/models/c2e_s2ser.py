@@ -28,13 +28,9 @@ BASE_ENV = "EDITMETRICS_FLUX_FILL"
 CKPT_ENV = "EDITMETRICS_C2E_S2SER"
 BASE_HINT = (
     "FLUX.1-Fill-dev in diffusers layout (transformer/, vae/, text_encoder/, text_encoder_2/, tokenizer/, "
-    "tokenizer_2/, scheduler/), downloaded by you from https://huggingface.co/black-forest-labs/FLUX.1-Fill-dev; "
-    f"setting flux_fill (--set flux_fill=PATH) or env {BASE_ENV}"
+    "tokenizer_2/, scheduler/), downloaded by you from https://huggingface.co/black-forest-labs/FLUX.1-Fill-dev"
 )
-CKPT_HINT = (
-    "folder written by `editmetrics train c2e-s2ser` (c2e_s2ser.safetensors + config.json); "
-    f"setting c2e_s2ser (--set c2e_s2ser=PATH) or env {CKPT_ENV}"
-)
+CKPT_HINT = "folder written by `editmetrics train c2e-s2ser` (c2e_s2ser.safetensors + config.json)"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
