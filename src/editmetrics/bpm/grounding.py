@@ -1,0 +1,216 @@
+"""Grounding (phrase -> boxes and masks) behind ``register_grounders``, and the
+run's batched grounding service.
+
+A grounder class has ``id``, ``description``, ``__init__(settings, device,
+box_threshold, text_threshold)`` and ``ground(items) -> list[list[Detection]]``
+where ``items`` is a list of ``(image, phrase)`` with ``image`` float32 HxWx3
+in [0, 1]. Boxes are ``(x0, y0, x1, y1)`` in that image's pixels, masks bool
+HxW at the same size, detections sorted by score (highest first).
+
+Default: ``gdino-sam``, transformers' GroundingDINO + SAM loaded from local
+folders saved with ``save_pretrained`` (settings ``bpm_groundingdino`` and
+``bpm_sam``; env ``EDITMETRICS_BPM_GROUNDINGDINO`` / ``EDITMETRICS_BPM_SAM``).
+The paper's thresholds (box 0.3, text 0.25) are the defaults. SAM predicts one
+mask per box (``multimask_output=False``), as the authors' code did.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from ..metric import MetricError
+
+BOX_THRESHOLD = 0.3
+TEXT_THRESHOLD = 0.25
+
+
+@dataclass
+class Detection:
+    box: tuple[float, float, float, float]
+    score: float
+    label: str
+    mask: np.ndarray | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"box": [round(float(v), 2) for v in self.box], "score": round(float(self.score), 4),
+                "label": self.label}
+
+
+def _uint8(image: np.ndarray):
+    from PIL import Image
+
+    arr = np.clip(np.rint(np.asarray(image, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
+    return Image.fromarray(arr, mode="RGB")
+
+
+def _model_dir(settings: dict, key: str, model: str, example: str) -> str:
+    path = settings.get(key)
+    if not path:
+        raise MetricError(
+            f"BPM grounding needs {model}: set {key}=DIR (--set {key}=DIR, env EDITMETRICS_{key.upper()}) to a "
+            f"folder saved with save_pretrained (e.g. {example}); or supply source_bbox/target_bbox/masks in the records"
+        )
+    path = os.path.expanduser(str(path))
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise MetricError(
+            f"{model} not found: {os.path.join(path, 'config.json')} is missing (setting {key}); put a "
+            f"save_pretrained folder of {example} there"
+        )
+    return path
+
+
+class HFGroundingDinoSam:
+    """GroundingDINO (detector) + SAM (segmenter) through transformers."""
+
+    id = "gdino-sam"
+    description = "transformers GroundingDINO + SAM from local folders (bpm_groundingdino, bpm_sam)"
+
+    def __init__(self, settings: dict | None = None, device: str = "cpu", box_threshold: float = BOX_THRESHOLD,
+                 text_threshold: float = TEXT_THRESHOLD):
+        settings = settings or {}
+        self.box_threshold = float(box_threshold)
+        self.text_threshold = float(text_threshold)
+        self.device = device
+        self.batch = int(settings.get("bpm_grounding_batch_size", 8))
+        gdir = _model_dir(settings, "bpm_groundingdino", "GroundingDINO", "IDEA-Research/grounding-dino-tiny")
+        sdir = _model_dir(settings, "bpm_sam", "SAM", "facebook/sam-vit-huge")
+        import torch
+        from transformers import AutoProcessor, GroundingDinoForObjectDetection, SamModel, SamProcessor
+
+        self.torch = torch
+        self.det_proc = AutoProcessor.from_pretrained(gdir)
+        self.det = GroundingDinoForObjectDetection.from_pretrained(gdir).to(device).eval()
+        self.seg_proc = SamProcessor.from_pretrained(sdir)
+        self.seg = SamModel.from_pretrained(sdir).to(device).eval()
+        self.identity = f"{self.id}:{os.path.realpath(gdir)}:{os.path.realpath(sdir)}"
+
+    def ground(self, items: list[tuple[np.ndarray, str]]) -> list[list[Detection]]:
+        out: list[list[Detection]] = []
+        for start in range(0, len(items), self.batch):
+            out.extend(self._detect(items[start:start + self.batch]))
+        for (image, _), dets in zip(items, out):
+            if dets:
+                self._segment(image, dets)
+        return out
+
+    def _detect(self, items) -> list[list[Detection]]:
+        torch = self.torch
+        images = [_uint8(im) for im, _ in items]
+        # GroundingDINO expects lower-case phrases ending with a period.
+        texts = [phrase.strip().lower().rstrip(".") + "." for _, phrase in items]
+        inputs = self.det_proc(images=images, text=texts, return_tensors="pt", padding=True).to(self.device)
+        with torch.no_grad():
+            outputs = self.det(**inputs)
+        sizes = [(im.height, im.width) for im in images]
+        results = self.det_proc.post_process_grounded_object_detection(
+            outputs, inputs["input_ids"], threshold=self.box_threshold, text_threshold=self.text_threshold,
+            target_sizes=sizes,
+        )
+        out = []
+        for (h, w), res in zip(sizes, results):
+            labels = res.get("text_labels", res.get("labels"))
+            dets = []
+            for box, score, label in zip(res["boxes"].tolist(), res["scores"].tolist(), labels):
+                x0, y0, x1, y1 = max(0.0, box[0]), max(0.0, box[1]), min(float(w), box[2]), min(float(h), box[3])
+                if x1 > x0 and y1 > y0:
+                    dets.append(Detection((x0, y0, x1, y1), float(score), str(label)))
+            dets.sort(key=lambda d: -d.score)
+            out.append(dets)
+        return out
+
+    def _segment(self, image: np.ndarray, dets: list[Detection]) -> None:
+        torch = self.torch
+        pil = _uint8(image)
+        boxes = [[list(d.box) for d in dets]]
+        inputs = self.seg_proc(images=pil, input_boxes=boxes, return_tensors="pt").to(self.device)
+        with torch.no_grad():
+            outputs = self.seg(**inputs, multimask_output=False)
+        masks = self.seg_proc.post_process_masks(
+            outputs.pred_masks.cpu(), inputs["original_sizes"].cpu(), inputs["reshaped_input_sizes"].cpu()
+        )[0]  # (n_boxes, 1, H, W) bool
+        for det, mask in zip(dets, masks):
+            det.mask = np.asarray(mask[0].numpy(), dtype=bool)
+
+
+def make_grounder(grounder_id: str, settings: dict, device: str, box_threshold: float, text_threshold: float,
+                  registry=None):
+    from ..plugins import get_registry
+
+    registry = registry or get_registry()
+    cls = registry.get("grounders", grounder_id)
+    return cls(settings, device=device, box_threshold=box_threshold, text_threshold=text_threshold)
+
+
+class GroundingService:
+    """Queues (image, phrase) requests during ``prepare`` and grounds them all
+    at ``flush`` in batches; afterwards it runs callbacks registered by the
+    metric (which queue the CLIP crops that depend on the boxes, so those are
+    batched by the feature store too). The grounder loads on first need, once."""
+
+    def __init__(self, factory: Callable[[], Any]):
+        self.factory = factory
+        self._grounder = None
+        self._failed: str | None = None
+        self._pending: list[tuple[int, np.ndarray, str]] = []
+        self._results: dict[int, list[Detection]] = {}
+        self._errors: dict[int, str] = {}
+        self._callbacks: list[Callable[[], None]] = []
+        self._next = 0
+        self._lock = threading.Lock()
+        self.timings = {"grounding": 0.0}
+
+    def grounder(self):
+        if self._grounder is None:
+            if self._failed:
+                raise MetricError(self._failed)
+            try:
+                self._grounder = self.factory()
+            except MetricError as exc:
+                self._failed = str(exc)
+                raise
+            except Exception as exc:  # noqa: BLE001 - one clear reason, attempted once
+                self._failed = f"grounder failed to load: {type(exc).__name__}: {exc}"
+                raise MetricError(self._failed) from exc
+        return self._grounder
+
+    def request(self, image: np.ndarray, phrase: str) -> int:
+        self.grounder()  # a missing model fails the record in prepare, with its message
+        with self._lock:
+            key = self._next
+            self._next += 1
+            self._pending.append((key, image, phrase))
+        return key
+
+    def after_flush(self, callback: Callable[[], None]) -> None:
+        self._callbacks.append(callback)
+
+    def flush(self) -> None:
+        import time
+
+        with self._lock:
+            pending, self._pending = self._pending, []
+            callbacks, self._callbacks = self._callbacks, []
+        if pending:
+            start = time.perf_counter()
+            try:
+                results = self.grounder().ground([(im, ph) for _, im, ph in pending])
+                for (key, _, _), dets in zip(pending, results):
+                    self._results[key] = dets
+            except Exception as exc:  # noqa: BLE001 - fails these requests, not the run
+                for key, _, _ in pending:
+                    self._errors[key] = f"grounding failed: {type(exc).__name__}: {exc}"
+            self.timings["grounding"] += time.perf_counter() - start
+        for callback in callbacks:
+            callback()
+
+    def get(self, key: int) -> list[Detection]:
+        if key in self._errors:
+            raise MetricError(self._errors.pop(key))
+        if key not in self._results:
+            self.flush()
+        return self._results.pop(key)
