@@ -265,24 +265,19 @@ def test_cycle_gradient_flows_through_forward_estimate(model, batch, monkeypatch
 def test_training_steps_lower_the_loss_on_a_fixed_batch(batch):
     torch.manual_seed(1)
     m = C2ES2SER(*components(1), tiny_config(warmup_steps=0))
-    opt = torch.optim.AdamW(m.trainable_parameters(), lr=1e-2)
-
-    def loss():
-        return m.losses(batch, 10, torch.Generator().manual_seed(11))  # same noise and sigma every step
-
-    first = loss()
-    values = []
-    for _ in range(12):
-        out = loss()
-        opt.zero_grad()
-        out["total"].backward()
-        opt.step()
-        values.append(out["total"].item())
-    last = loss()
-    assert last["cycle"] is not None
-    assert last["total"].item() < 0.85 * first["total"].item(), values
-    assert last["forward"].item() < first["forward"].item()
-    assert last["tag"].item() < first["tag"].item()
+    opt = torch.optim.AdamW(m.trainable_parameters(), lr=2e-2)
+    history = []
+    for _ in range(7):  # 6 updates; the same noise and sigma every step, so the objective is fixed
+        out = m.losses(batch, 10, torch.Generator().manual_seed(11))
+        history.append({k: out[k].item() for k in ("total", "forward", "cycle", "tag")})
+        if len(history) < 7:
+            opt.zero_grad()
+            out["total"].backward()
+            opt.step()
+    first, last = history[0], history[-1]
+    assert last["total"] < 0.85 * first["total"], history
+    for key in ("forward", "cycle", "tag"):  # each of the three objectives improves
+        assert last[key] < first[key], (key, history)
 
 
 # ---------------------------------------------------------------------------
@@ -414,3 +409,22 @@ def test_missing_weights_name_what_and_where(trained, tmp_path):
     result = CliRunner().invoke(cli, ["train", "c2e-s2ser", "--pairs", trained["pairs"], "--out", str(tmp_path / "o"),
                                       "--base", missing, "--optimizer", "adamw"])
     assert result.exit_code == 1 and "FLUX.1-Fill-dev not found" in result.output
+
+
+def test_editmetrics_run_writes_recovered_images_of_source_size(trained, tmp_path):
+    from editmetrics.models import c2e_s2ser
+    from editmetrics.plugins import Registry
+    from editmetrics.run import run_model
+
+    registry = Registry()
+    registry.add(c2e_s2ser, "c2e-s2ser")
+    settings = {"flux_fill": trained["base"], "c2e_s2ser": trained["ckpt"]}
+    result = run_model("c2e-s2ser", trained["pairs"], str(tmp_path), seed=3, assignments={"steps": "1"},
+                       settings=settings, registry=registry, progress=False)
+    assert result.written == 3 and result.failed_records == 0
+    rows = [json.loads(line) for line in open(tmp_path / "pairs.jsonl")]
+    for row in rows:
+        out = Image.open(tmp_path / row["edited"])
+        src = Image.open(os.path.join(os.path.dirname(trained["pairs"]), os.path.basename(row["source"])))
+        assert out.size == src.size == (40, 28)
+        assert row["model_run"]["info"]["edit_tag"] in TAGS and row["model_run"]["params"]["steps"] == 1
