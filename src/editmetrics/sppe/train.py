@@ -47,6 +47,7 @@ class TrainResult:
     train_loss: float
     val_loss: float | None
     skipped: dict = field(default_factory=dict)  # id -> reason
+    feature_stats: dict = field(default_factory=dict)  # the store's counters: encodes happen once, before epochs
 
 
 def _label_of(fields: dict, label: str):
@@ -131,6 +132,19 @@ def fit_head(z: np.ndarray, y: np.ndarray, opts: TrainOptions):
     record). Deterministic for a given seed on the CPU."""
     import torch
 
+    # A head this small gains nothing from intra-op threads, and on a busy
+    # machine thread hand-offs made an epoch ~50x slower: use one thread here.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _fit(z, y, opts)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(z, y, opts):
+    import torch
+
     torch.manual_seed(opts.seed)
     train_idx, val_idx = split(len(y), opts.val_fraction, opts.seed)
     zt, yt = torch.from_numpy(z), torch.from_numpy(y)
@@ -207,4 +221,5 @@ def train_erma(pairs: str, out: str, settings: dict, opts: TrainOptions | None =
     }
     save_checkpoint(out, head, config)
     return TrainResult(out=out, n_train=record["n_train"], n_val=record["n_val"], best_epoch=record["best_epoch"],
-                       train_loss=record["train_loss"], val_loss=record["val_loss"], skipped=skipped)
+                       train_loss=record["train_loss"], val_loss=record["val_loss"], skipped=skipped,
+                       feature_stats=dict(store.stats))
