@@ -25,8 +25,8 @@ def markdown_table(results: list[dict], failures: dict[str, str] | None = None) 
     """``results``: ``stats.correlate_rows`` output (with groups for the std
     row). ``failures``: metric key -> reason for metrics with no score at all."""
     failures = failures or {}
-    results = sorted(results, key=lambda r: _order(r["metric"]))
     keys = [r["metric"] for r in results] + [k for k in failures if k not in {r["metric"] for r in results}]
+    keys.sort(key=_order)  # stable: the paper's column order, then the rest as given
     by_key = {r["metric"]: r for r in results}
 
     def cell(key, field, digits=4):
