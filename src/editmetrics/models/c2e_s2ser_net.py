@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Sequence
 
 import numpy as np
@@ -266,7 +266,6 @@ class Batch:
     mask: torch.Tensor
     instructions: list[str]
     tag_labels: torch.Tensor  # (B,) long; -1 = no label
-    extra: dict = field(default_factory=dict)
 
 
 class C2ES2SER:
@@ -330,10 +329,14 @@ class C2ES2SER:
         tag = {k[9:]: v for k, v in state.items() if k.startswith("tag_head.")}
         if not lora or not tag:
             raise ValueError("checkpoint lacks LoRA ('lora.*') or tag head ('tag_head.*') tensors")
-        result = set_peft_model_state_dict(self.transformer, lora)
-        unexpected = getattr(result, "unexpected_keys", None)
-        if unexpected:
-            raise ValueError(f"checkpoint LoRA keys do not fit this transformer: {unexpected[:3]} ...")
+        from peft import get_peft_model_state_dict
+
+        expected = set(get_peft_model_state_dict(self.transformer))
+        if set(lora) != expected:  # a partial load would silently run half-adapted
+            odd = sorted(set(lora) ^ expected)
+            raise ValueError(f"checkpoint LoRA tensors do not fit this transformer and LoRA config "
+                             f"({len(lora)} in the file, {len(expected)} expected; e.g. {odd[:2]})")
+        set_peft_model_state_dict(self.transformer, lora)
         self.tag_head.load_state_dict(tag)
 
     # -- latents -----------------------------------------------------------
@@ -505,11 +508,6 @@ class C2ES2SER:
         return {"total": total, "forward": forward, "cycle": cycle, "tag": tag_loss, "tag_logits": logits}
 
     # -- inference ------------------------------------------------------------
-    @torch.no_grad()
-    def predict_tags(self, surrogate: torch.Tensor, edited_surrogate: torch.Tensor) -> torch.Tensor:
-        z_s, z_e = self.encode_images(surrogate), self.encode_images(edited_surrogate)
-        return self.tag_head(z_s, z_e).softmax(-1)
-
     @torch.no_grad()
     def sample(self, source, surrogate, edited_surrogate, mask, instructions: Sequence[str], steps: int = 50,
                seed: int = 0, tags: Sequence[int] | None = None) -> tuple[torch.Tensor, list[int]]:
