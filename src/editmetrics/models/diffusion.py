@@ -53,11 +53,14 @@ SCHEDULERS = {
 }
 STOCHASTIC = {"EulerAncestralDiscreteScheduler", "DDPMScheduler", "KDPM2AncestralDiscreteScheduler"}
 # Stable Diffusion 1.x's own settings for these schedulers. A class built
-# from another scheduler's config would otherwise take the diffusers defaults,
-# e.g. DDIM's clip_sample=True, which clips latents to [-1, 1] and ruins them.
+# from another scheduler's config would otherwise take the diffusers defaults
+# or that scheduler's values: DDIM's clip_sample=True clips latents to [-1, 1]
+# and ruins them; IP2P's Euler config carries "linspace" timesteps, with which
+# DDIM steps back by 1000/steps between timesteps 999/(steps-1) apart, a
+# mismatch a single alpha cannot fully absorb.
 SD_OVERRIDES = {
-    "ddim": {"clip_sample": False, "set_alpha_to_one": False},
-    "pndm": {"skip_prk_steps": True, "set_alpha_to_one": False},
+    "ddim": {"clip_sample": False, "set_alpha_to_one": False, "timestep_spacing": "leading"},
+    "pndm": {"skip_prk_steps": True, "set_alpha_to_one": False, "timestep_spacing": "leading"},
     "ddpm": {"clip_sample": False},
 }
 RWDP_DEFAULT_SCHEDULER = "ddim"
