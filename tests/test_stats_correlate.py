@@ -122,3 +122,15 @@ def test_cli_json_matches_scipy_and_signs_by_registry_direction(tmp_path, data):
     assert text.exit_code == 0 and "SRCC" in text.output and "lower" in text.output
     bad = CliRunner().invoke(cli, ["correlate", str(path), "--label", "nope"])
     assert bad.exit_code == 2
+
+
+def test_logistic_plcc_keeps_the_sign_of_an_inverse_relation():
+    rng = np.random.default_rng(1)
+    x = np.linspace(-3, 3, 120)
+    y = logistic4(x, 0.0, 1.0, 0.0, 0.8) + rng.normal(0, 0.02, x.size)  # decreasing in x
+    res = correlate_arrays(x, y, n_boot=100)
+    assert res["plcc_logistic"] < -0.99 and res["plcc"] < 0 and res["srcc"] < 0
+    assert res["plcc_logistic_ci95"][1] < 0
+    # declared lower-is-better: negated first, so the same data reads as a positive correlation
+    flipped = correlate_arrays(x, y, higher_is_better=False, n_boot=0)
+    assert abs(flipped["plcc_logistic"] + res["plcc_logistic"]) < 1e-6

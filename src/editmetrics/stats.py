@@ -156,26 +156,41 @@ def logistic4(x, b1, b2, b3, b4):
 
 def fit_logistic4(x, y) -> tuple[np.ndarray | None, str | None]:
     """Least-squares fit of ``logistic4`` mapping predictions ``x`` to labels
-    ``y``. Start: b1=max(y), b2=min(y), b3=mean(x), b4=std(x) (a monotone
-    increasing start, since predictions are already signed by direction).
-    Returns (parameters, None) or (None, reason)."""
+    ``y``. Two starts, increasing (b1=max(y), b2=min(y)) and decreasing
+    (swapped), both with b3=mean(x), b4=std(x); the one with the smaller
+    squared error wins. Returns (parameters, None) or (None, reason)."""
+    import warnings
+
     from scipy.optimize import curve_fit
 
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     scale = float(x.std()) or 1.0
-    start = [float(y.max()), float(y.min()), float(x.mean()), scale]
-    try:
-        import warnings
+    best, reason = None, None
+    for b1, b2 in ((float(y.max()), float(y.min())), (float(y.min()), float(y.max()))):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                params, _ = curve_fit(logistic4, x, y, p0=[b1, b2, float(x.mean()), scale], maxfev=20000)
+        except (RuntimeError, ValueError, TypeError) as exc:  # no convergence from this start
+            reason = f"logistic fit failed: {exc}"
+            continue
+        if not np.all(np.isfinite(params)):
+            reason = "logistic fit failed: non-finite parameters"
+            continue
+        sse = float(((logistic4(x, *params) - y) ** 2).sum())
+        if best is None or sse < best[0]:
+            best = (sse, params)
+    return (best[1], None) if best is not None else (None, reason)
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            params, _ = curve_fit(logistic4, x, y, p0=start, maxfev=20000)
-    except (RuntimeError, ValueError, TypeError) as exc:  # no convergence
-        return None, f"logistic fit failed: {exc}"
-    if not np.all(np.isfinite(params)):
-        return None, "logistic fit failed: non-finite parameters"
-    return params, None
+
+def plcc_after_logistic(x, y, params) -> float:
+    """PLCC between the fitted curve's values and the labels, signed by the
+    curve's direction (b1 > b2: increasing): a metric that relates to the label
+    against its declared direction stays negative here too, as for SRCC."""
+    fitted = logistic4(x, *params)
+    r = pearson(fitted, y)
+    return r if params[0] >= params[1] else -r
 
 
 def _interval(samples: np.ndarray, level: float) -> list[float | None]:
@@ -224,8 +239,11 @@ def correlate_arrays(pred, label, *, higher_is_better: bool = True, n_boot: int 
     fitted = None
     if params is not None:
         fitted = logistic4(x, *params)
-        out["plcc_logistic"] = _finite(pearson(fitted, y))
+        sign = 1.0 if params[0] >= params[1] else -1.0
+        out["plcc_logistic"] = _finite(plcc_after_logistic(x, y, params))
         out["logistic_params"] = [float(p) for p in params]
+        if out["plcc_logistic"] is None:
+            out["note"] = "logistic fit is flat: PLCC after the fit is undefined"
     else:
         out["note"] = reason
     if n_boot > 0:
@@ -238,7 +256,7 @@ def correlate_arrays(pred, label, *, higher_is_better: bool = True, n_boot: int 
             # The logistic is fit once on all pairs; the interval resamples
             # (fitted, label) pairs: refitting 1000 times would cost minutes
             # on a full test split for a negligible change of the interval.
-            out["plcc_logistic_ci95"] = _interval(_pearson_rows(fitted[idx], yb), level)
+            out["plcc_logistic_ci95"] = _interval(sign * _pearson_rows(fitted[idx], yb), level)
         out["krcc_ci95"] = _interval(np.array([kendall(a, b) for a, b in zip(xb, yb)]), level)
     return out
 

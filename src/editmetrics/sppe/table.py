@@ -45,3 +45,23 @@ def markdown_table(results: list[dict], failures: dict[str, str] | None = None) 
     if notes:
         lines += ["", *notes]
     return "\n".join(lines)
+
+
+def table4(results: list[dict], failures: dict[str, str] | None = None, title: str = "SPPE Table 4 layout"):
+    """The same table as an ``editmetrics.tables.Table`` (benchmark collector)."""
+    from ..tables import Column, Table
+
+    failures = failures or {}
+    by_key = {r["metric"]: r for r in results}
+    keys = [r["metric"] for r in results] + [k for k in failures if k not in by_key]
+    keys.sort(key=_order)
+    table = Table(title=title, stub=["Metric"], groups=[("", [Column(_name(k), (k,)) for k in keys])])
+    for label, field in (("SRCC", "srcc"), ("PLCC", "plcc_logistic"), ("PLCC (raw)", "plcc"), ("KRCC", "krcc"),
+                         ("SRCC std across categories", "srcc_std_across_groups")):
+        values = [by_key[k].get(field) if k in by_key else None for k in keys]
+        table.rows.append(([label], values, [by_key[k]["n"] if k in by_key else 0 for k in keys]))
+    for k in keys:
+        table.used[f"/{_name(k)}"] = k
+    table.notes = [f"{_name(k)} (`{k}`) not scored: {failures[k]}" for k in keys if k in failures]
+    table.notes.append("PLCC is computed after the 4-parameter logistic fit; lower-is-better metrics are negated.")
+    return table
