@@ -75,11 +75,14 @@ class Model:
         return os.path.expanduser(str(value)) if value else None
 
     def require_weights(self) -> dict[str, str]:
-        """Resolved paths of every weight; ``ModelError`` naming the model, the
-        weight, the path and where to put it when one is missing."""
+        """Resolved paths of the weights with a path or setting; ``ModelError``
+        naming the model, the weight, the path and where to put it when one is
+        missing."""
         paths = {}
         for w in self.weights:
             path = self.weight_path(w)
+            if path is None and not w.setting:
+                continue  # located by the model itself (e.g. from a parameter): its load() reports it
             if not path or not _exists(path):
                 where = f"not found at {path}" if path else "has no path configured"
                 how = f"; set it with --set {w.setting}=PATH or EDITMETRICS_{w.setting.upper()}" if w.setting else ""

@@ -304,6 +304,10 @@ def run_model(
     written = failed = 0
     if todo:
         weights = model.require_weights() if model.weights else {}
+        if model.weights_present() is False:  # weights the model locates itself (e.g. from a parameter)
+            missing = [w for w in model.weights if w.name not in weights]
+            raise ModelError(f"model {model.id!r}: weights missing: "
+                             + "; ".join(f"{w.name!r} ({w.hint})" for w in missing))
         meta["weights"] = {name: {"path": os.path.abspath(path), "fingerprint": fingerprint(path)}
                            for name, path in weights.items()}
         model.load(device)
