@@ -19,11 +19,16 @@ import pytest
 import torch
 from PIL import Image
 
-from editmetrics.models import c2e_s2ser_net as net_mod
-from editmetrics.models.c2e_s2ser_net import TAGS, Batch, C2EConfig, C2ES2SER, tag_index, weak_tag
+from editmetrics.models.c2e_s2ser_net import (
+    C2ES2SER,
+    TAGS,
+    Batch,
+    C2EConfig,
+    tag_index,
+    weak_tag,
+)
 
-WORDS = ("make the cat blue paint rocket red add a hat remove person in style of van gogh photo sky "
-         "change background to beach turn it into winter scene").split()
+WORDS = ["make", "the", "cat", "blue", "paint", "rocket", "red", "add", "a", "hat", "remove", "person", "in", "style", "of", "van", "gogh", "photo", "sky", "change", "background", "to", "beach", "turn", "it", "into", "winter", "scene"]
 LATENT = 4  # latent channels
 VAE_SCALE = 2  # one downsampling block
 
@@ -43,7 +48,11 @@ def tokenizer():
 
 def components(seed: int = 0):
     """(transformer, vae, text encoder, scheduler) at toy sizes, seeded."""
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        FluxTransformer2DModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
     from editmetrics.models.c2e_s2ser_net import FluxTextEncoder
@@ -160,7 +169,7 @@ def test_mask_and_latent_packing_match_flux_fill_pipeline(model):
     fake = SimpleNamespace(vae=model.vae, vae_scale_factor=model.vae_scale, _pack_latents=FluxFillPipeline._pack_latents)
     z = model.encode_images(photo_tensor("astronaut"))
     # passing latents as masked_image skips the VAE: only the packing/mask layout is compared
-    ref_mask, ref_lat = FluxFillPipeline.prepare_mask_latents(
+    ref_mask, _ = FluxFillPipeline.prepare_mask_latents(
         fake, mask, z, 1, model.latent_channels, 1, SIZE, SIZE, torch.float32, "cpu", None)
     assert torch.equal(model.mask_tokens(mask), ref_mask)
     # pack matches the pipeline's packing exactly, and unpack inverts it
@@ -340,13 +349,15 @@ def test_train_command_writes_a_staged_checkpoint(trained):
 
     out = trained["ckpt"]
     assert "3 training records (2 with tags from instruction templates)" in trained["output"]
-    meta = json.load(open(os.path.join(out, "config.json")))
+    with open(os.path.join(out, "config.json"), encoding="utf-8") as fh:
+        meta = json.load(fh)
     assert meta["format"] == "editmetrics-c2e-s2ser" and meta["step"] == 3
     assert meta["config"]["lora_rank"] == 4 and meta["config"]["warmup_steps"] == 1
     state = load_file(os.path.join(out, "c2e_s2ser.safetensors"))
     assert any(k.startswith("lora.") and "lora_B" in k for k in state)
     assert any(k.startswith("tag_head.") for k in state)
-    log = [json.loads(line) for line in open(os.path.join(out, "train_log.jsonl"))]
+    with open(os.path.join(out, "train_log.jsonl"), encoding="utf-8") as fh:
+        log = [json.loads(line) for line in fh]
     assert [r["step"] for r in log] == [1, 2, 3]
     assert log[0]["cycle"] is None and all(r["cycle"] is not None for r in log[1:])  # warm-up of 1 step
     # LoRA B starts at zero in peft; after training it is not
@@ -422,7 +433,8 @@ def test_editmetrics_run_writes_recovered_images_of_source_size(trained, tmp_pat
     result = run_model("c2e-s2ser", trained["pairs"], str(tmp_path), seed=3, assignments={"steps": "1"},
                        settings=settings, registry=registry, progress=False)
     assert result.written == 3 and result.failed_records == 0
-    rows = [json.loads(line) for line in open(tmp_path / "pairs.jsonl")]
+    with open(tmp_path / "pairs.jsonl", encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh]
     for row in rows:
         out = Image.open(tmp_path / row["edited"])
         src = Image.open(os.path.join(os.path.dirname(trained["pairs"]), os.path.basename(row["source"])))

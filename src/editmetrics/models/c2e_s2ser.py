@@ -80,7 +80,13 @@ class C2ES2SERRecoverer(Model):
         return base_ok and ckpt_ok
 
     def load(self, device: str = "cpu") -> None:
-        from .c2e_s2ser_net import C2EConfig, C2ES2SER, MissingWeightsError, check_base_folder, load_base
+        from .c2e_s2ser_net import (
+            C2ES2SER,
+            C2EConfig,
+            MissingWeightsError,
+            check_base_folder,
+            load_base,
+        )
         from .c2e_s2ser_train import load_checkpoint, read_checkpoint_config
 
         base, ckpt = self._paths()
@@ -100,7 +106,13 @@ class C2ES2SERRecoverer(Model):
                        "checkpoint": os.path.abspath(os.path.expanduser(ckpt)), "step": meta.get("step")}
 
     def predict(self, inputs: dict[str, Any], seed: int | None = None) -> dict[str, Any]:
-        from .c2e_s2ser_net import TAGS, from_model_image, to_model_image, to_model_mask, work_size
+        from .c2e_s2ser_net import (
+            TAGS,
+            from_model_image,
+            to_model_image,
+            to_model_mask,
+            work_size,
+        )
 
         if self.net is None:
             self.load()
@@ -162,8 +174,13 @@ def train_command(pairs, out_dir, base, steps, warmup_steps, lr, weight_decay, o
     """Train C2E-S2SER (LoRA on FLUX Fill + edit-tag head) on an SPPE-style pairs file."""
     import torch
 
-    from .c2e_s2ser_net import C2EConfig, C2ES2SER, MissingWeightsError, load_base
-    from .c2e_s2ser_train import TrainingDataError, read_training_pairs, seed_everything, train
+    from .c2e_s2ser_net import C2ES2SER, C2EConfig, MissingWeightsError, load_base
+    from .c2e_s2ser_train import (
+        TrainingDataError,
+        read_training_pairs,
+        seed_everything,
+        train,
+    )
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -84,7 +85,7 @@ class C2EConfig:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict) -> "C2EConfig":
+    def from_dict(cls, data: dict) -> C2EConfig:
         names = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in names}
         for key in ("lora_targets", "tag_tokens"):
@@ -102,12 +103,12 @@ _GLOBAL = re.compile(
     r"impressionis\w*|cubis\w*|pixel art|comic|sepia|vintage|retro|black and white|grayscale|greyscale|filter|"
     r"tone|lighting|night|daytime|sunset|sunrise|winter|summer|autumn|fall|spring|snowy|rainy|foggy|weather|"
     r"season|background|scene|whole image|entire image|photo(graph)?|look like|futuristic|modern|old|ancient)\b",
-    re.I,
+    re.IGNORECASE,
 )
 _OBJECT = re.compile(
     r"\b(add|adding|put|place|insert|include|remove|removing|delete|erase|get rid of|take away|take out|"
     r"eliminate|replace|swap|without)\b",
-    re.I,
+    re.IGNORECASE,
 )
 
 
@@ -226,7 +227,11 @@ def check_base_folder(base: str | None) -> str:
 
 def load_base(base: str, device: str = "cpu", dtype: torch.dtype = torch.float32, max_sequence_length: int = 512):
     """Load transformer, VAE, text encoders and scheduler from a local FLUX Fill folder."""
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        FluxTransformer2DModel,
+    )
     from transformers import AutoTokenizer, CLIPTextModel, T5EncoderModel
 
     path = check_base_folder(base)
@@ -394,7 +399,7 @@ class C2ES2SER:
         (the cycle path feeds the forward estimate through it).
         Returns (fill_channels (B, N, 4C + 4s^2), cond_tokens (B, 3N, in_channels)).
         """
-        b, _, h, w = z_src.shape
+        h, w = z_src.shape[-2:]
         m_lat = self.latent_mask(mask)
         blank = self.blank_latent(h * self.vae_scale, w * self.vae_scale)
         # Fill convention: the hole is blanked in the masked-image latent. Done in
@@ -543,8 +548,8 @@ class C2ES2SER:
 def work_size(width: int, height: int, resolution: int, multiple: int) -> tuple[int, int]:
     """Aspect-preserving size whose long side is about ``resolution``, both sides multiples of ``multiple``."""
     scale = resolution / max(width, height)
-    w = max(multiple, int(round(width * scale / multiple)) * multiple)
-    h = max(multiple, int(round(height * scale / multiple)) * multiple)
+    w = max(multiple, round(width * scale / multiple) * multiple)
+    h = max(multiple, round(height * scale / multiple) * multiple)
     return w, h
 
 

@@ -17,13 +17,21 @@ import json
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 
-from .c2e_s2ser_net import TAGS, Batch, C2EConfig, C2ES2SER, tag_index, to_model_image, to_model_mask, weak_tag
+from .c2e_s2ser_net import (
+    C2ES2SER,
+    TAGS,
+    Batch,
+    tag_index,
+    to_model_image,
+    to_model_mask,
+    weak_tag,
+)
 
 WEIGHTS_FILE = "c2e_s2ser.safetensors"
 CONFIG_FILE = "config.json"
