@@ -165,11 +165,10 @@ class TopiqFR(_PyiqaMetric):
 
 class AHIQ(_PyiqaMetric):
     id = "ahiq"
-    description = "AHIQ hybrid CNN/ViT full-reference quality (pyiqa; >= 224 px; local weights)"
+    description = "AHIQ hybrid CNN/ViT full-reference quality (pyiqa; 224 px crops; local weights)"
     higher_is_better = True
     range = (0.0, 1.0)
     params = {"image": IMAGE}
-    min_side = 224
 
     def build(self, ctx):
         import pyiqa.archs.ahiq_arch as arch
@@ -190,15 +189,8 @@ class AHIQ(_PyiqaMetric):
             raise MetricError(f"{head} has no {exc} (expected pyiqa's AHIQ checkpoint)") from None
         return self._run(model, ctx)
 
-    def adapt(self, image, reference):
-        # AHIQ scores 224x224 crops: a smaller image is enlarged (bicubic, aspect
-        # kept) so its shorter side is 224, instead of failing.
-        h, w = image.shape[:2]
-        if min(h, w) < self.min_side:
-            scale = self.min_side / min(h, w)
-            size = (max(self.min_side, round(w * scale)), max(self.min_side, round(h * scale)))
-            image, reference = resize(image, size), resize(reference, size)
-        return image, reference
+    # Inputs whose shorter side is <= 224 px are enlarged (bilinear) to 225 px by
+    # pyiqa's own uniform_crop before its 224 px crops are taken: no resizing here.
 
 
 class AFINE(_PyiqaMetric):
