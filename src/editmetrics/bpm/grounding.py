@@ -113,7 +113,7 @@ class HFGroundingDinoSam:
         )
         out = []
         for (h, w), res in zip(sizes, results):
-            labels = res.get("text_labels", res.get("labels"))
+            labels = res["text_labels"] if "text_labels" in res else res["labels"]
             dets = []
             for box, score, label in zip(res["boxes"].tolist(), res["scores"].tolist(), labels):
                 x0, y0, x1, y1 = max(0.0, box[0]), max(0.0, box[1]), min(float(w), box[2]), min(float(h), box[3])

@@ -83,7 +83,7 @@ class LlamaParser:
         meta = {"model": os.path.basename(self.path), "prompt": self.prompt_version}
         messages = [
             {"role": "system", "content": self.system},
-            {"role": "user", "content": f"Instruction: {text.strip()}"},
+            {"role": "user", "content": text.strip()},
         ]
         with self._lock:
             # Greedy decoding (temperature 0), as the authors did; the system

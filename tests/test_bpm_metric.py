@@ -1,0 +1,411 @@
+"""BPM metric: judges against direct numpy, S_modify against direct open_clip,
+grounding with tiny random GroundingDINO + SAM, pool normalisation, protocols."""
+
+import json
+import math
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from editmetrics.bpm import judges
+from editmetrics.bpm.protocols import ProtocolError, ground_truth_test, human_alignment, pool_rows
+from editmetrics.runner import score_file, score_records
+
+from helpers import REPO, photo, read_jsonl, run_cli, save, write_pairs
+
+TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """A random tiny open_clip model saved as config JSON + safetensors."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    root = tmp_path_factory.mktemp("bpmclip")
+    cfg = root / "tinyclip_bpm.json"
+    cfg.write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(str(cfg))
+    torch.manual_seed(0)
+    model, _, preprocess = open_clip.create_model_and_transforms("tinyclip_bpm", pretrained=None)
+    weights = root / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    return {"spec": f"{cfg}:{weights}", "model": model.eval(), "preprocess": preprocess,
+            "tokenizer": open_clip.get_tokenizer("tinyclip_bpm")}
+
+
+def _mask_png(mask, path):
+    Image.fromarray(mask.astype(np.uint8) * 255).save(path)
+    return os.path.basename(path)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    """A real photograph; the edited copy repaints a grown region and adds faint
+    noise elsewhere, so preservation is neither perfect nor trivial."""
+    root = tmp_path_factory.mktemp("bpmscene")
+    src = photo("astronaut", (96, 64))
+    rng = np.random.default_rng(0)
+    edited = np.clip(src.astype(int) + rng.integers(-3, 4, src.shape), 0, 255).astype(np.uint8)
+    m_src = np.zeros((64, 96), bool)
+    m_src[20:40, 30:50] = True  # 400 px
+    m_tgt = np.zeros((64, 96), bool)
+    m_tgt[15:45, 28:48] = True  # 600 px: 1.5x larger
+    edited[m_tgt] = [30, 60, 200]
+    save(src, str(root / "src.png"))
+    save(edited, str(root / "edit.png"))
+    _mask_png(m_src, root / "m_src.png")
+    _mask_png(m_tgt, root / "m_tgt.png")
+    return {"root": root, "src": src, "edited": edited, "m_src": m_src, "m_tgt": m_tgt}
+
+
+def _rec(**fields):
+    base = {"id": "r", "source": "src.png", "edited": "edit.png"}
+    base.update(fields)
+    return base
+
+
+def _direct_preserve(src, edited, region):
+    # images decode to float32 k/255 (editmetrics.images); the difference is taken in float64
+    d = (edited.astype(np.float32) / 255.0).astype(np.float64) - (src.astype(np.float32) / 255.0).astype(np.float64)
+    rms = np.sqrt(np.mean(d * d, axis=2))
+    return 1.0 - rms[~region].mean()
+
+
+def test_s_preserve_and_s_size_equal_direct_numpy(scene, clip):
+    recs = [
+        _rec(id="larger", instruction="make the astronaut bigger", source_mask="m_src.png", target_mask="m_tgt.png"),
+        _rec(id="smaller", instruction="make the astronaut smaller", source_mask="m_src.png", target_mask="m_tgt.png"),
+        _rec(id="unchanged", instruction="make the astronaut blue", source_mask="m_src.png",
+             target_mask="m_tgt.png"),
+    ]
+    rows = {r["id"]: r for r in score_records(recs, ["bpm"], base_dir=str(scene["root"]),
+                                              settings={"clip": clip["spec"]})}
+    union = scene["m_src"] | scene["m_tgt"]
+    expected = _direct_preserve(scene["src"], scene["edited"], union)
+    ratio = scene["m_tgt"].sum() / scene["m_src"].sum()
+    assert ratio == 1.5
+    for rid, size_ok in (("larger", 1.0), ("smaller", 0.0), ("unchanged", 0.0)):
+        s = rows[rid]["scores"]
+        assert rows[rid]["errors"] == {}
+        assert s["bpm.s_preserve"] == expected
+        assert s["bpm.s_size"] == size_ok
+        d = rows[rid]["details"]["bpm"]
+        assert d["areas"] == {"source": 400.0, "target": 600.0, "from": "mask"}
+        assert d["regions"] == {"source": "record:source_mask", "target": "record:target_mask"}
+        # fixed-range BPM is exactly the paper's combination of its components
+        sem = (s["bpm.s_modify"] + 1) / 2 + s["bpm.s_preserve"]
+        assert s["bpm.s_semantic"] == pytest.approx(sem, abs=1e-12)
+        assert s["bpm"] == pytest.approx(0.7 * sem + 0.3 * (s["bpm.s_size"] + s["bpm.s_position"]), abs=1e-12)
+
+
+def test_s_size_from_first_boxes_and_position_from_supplied_boxes(scene, clip):
+    recs = [
+        _rec(id="right", source_object="astronaut", target_object="astronaut", edit_type="position",
+             position_change="right", source_bbox=[10, 10, 30, 30], target_bbox=[50, 12, 70, 32]),
+        _rec(id="left", source_object="astronaut", target_object="astronaut", edit_type="position",
+             position_change="left", source_bbox=[10, 10, 30, 30], target_bbox=[50, 12, 70, 32]),
+        _rec(id="box-size", source_object="astronaut", target_object="astronaut", edit_type="size",
+             size_change="larger", source_bbox=[10, 10, 30, 30], target_bbox=[10, 10, 40, 40]),
+    ]
+    rows = {r["id"]: r for r in score_records(recs, ["bpm(size_area=box)"], base_dir=str(scene["root"]),
+                                              settings={"clip": clip["spec"]})}
+    key = "bpm(size_area=box)"
+    assert rows["right"]["scores"][f"{key}.s_position"] == 1.0
+    assert rows["left"]["scores"][f"{key}.s_position"] == 0.0
+    assert rows["box-size"]["scores"][f"{key}.s_size"] == 1.0  # 900 / 400 > 1.2
+    assert rows["right"]["details"][key]["parse"] == {"supplied": ["edit_type", "position_change", "source_object",
+                                                                   "target_object"]}
+    # a box without a mask excludes the filled box from S_preserve
+    region = judges.box_mask((10, 10, 30, 30), 96, 64) | judges.box_mask((50, 12, 70, 32), 96, 64)
+    assert rows["right"]["scores"][f"{key}.s_preserve"] == _direct_preserve(scene["src"], scene["edited"], region)
+
+
+def test_s_preserve_does_not_wrap_around_like_uint8():
+    src = np.full((8, 8, 3), 100 / 255, np.float32)
+    darker = np.full((8, 8, 3), 99 / 255, np.float32)
+    none = np.zeros((8, 8), bool)
+    # the authors' uint8 subtraction gives 99 - 100 = 255, i.e. S_preserve = 0
+    assert (np.array([99], np.uint8) - np.array([100], np.uint8))[0] == 255
+    assert judges.s_preserve(src, darker, none) == pytest.approx(1 - 1 / 255, abs=1e-7)
+
+
+def test_s_modify_agrees_with_direct_open_clip(scene, clip):
+    rec = _rec(instruction="make the astronaut blue", source_mask="m_src.png", target_mask="m_tgt.png")
+    row = score_records([rec], ["bpm"], base_dir=str(scene["root"]), settings={"clip": clip["spec"]})[0]
+    crop = row["details"]["bpm"]["boxes"]["modify_crop"]
+    # union box of both masks [28, 15, 50, 45] expanded x1.5 about its centre
+    assert crop == [22.5, 7.5, 55.5, 52.5]
+    x0, y0, x1, y1 = math.floor(crop[0]), math.floor(crop[1]), math.ceil(crop[2]), math.ceil(crop[3])
+    model, pre, tok = clip["model"], clip["preprocess"], clip["tokenizer"]
+
+    def img(arr):
+        with torch.no_grad():
+            v = model.encode_image(pre(Image.fromarray(arr[y0:y1, x0:x1])).unsqueeze(0))[0].numpy()
+        return v / np.linalg.norm(v)
+
+    def txt(t):
+        with torch.no_grad():
+            v = model.encode_text(tok([t]))[0].numpy()
+        return v / np.linalg.norm(v)
+
+    di = img(scene["edited"]) - img(scene["src"])
+    dt = txt("blue astronaut") - txt("astronaut")
+    expected = float(di @ dt / (np.linalg.norm(di) * np.linalg.norm(dt)))
+    assert row["scores"]["bpm.s_modify"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_examples_local_recolour_beats_whole_image_change_on_preservation(tmp_path, clip):
+    out = tmp_path / "ex.jsonl"
+    score_file(os.path.join(REPO, "examples", "pairs.jsonl"), ["bpm"], str(out), settings={"clip": clip["spec"]},
+               progress=False)
+    rows = {r["id"]: r for r in read_jsonl(str(out))}
+    local, whole = rows["cat-blue"]["scores"], rows["cat-blue-global"]["scores"]
+    assert local["bpm.s_preserve"] > whole["bpm.s_preserve"]
+    assert local["bpm.s_preserve"] > 0.95 > 0.8 > whole["bpm.s_preserve"]
+    # the sepia record is a global edit: no region judge, BPM = S_semantic
+    sepia = rows["coffee-sepia"]
+    assert sepia["details"]["bpm"]["edit"]["edit_type"] == "global"
+    assert sepia["scores"]["bpm.s_region"] is None and sepia["scores"]["bpm"] == sepia["scores"]["bpm.s_semantic"]
+    # the reference object ("astronaut") needs a grounder or a reference_bbox: a recorded reason
+    assert "bpm_groundingdino" in rows["astronaut-noise"]["errors"]["bpm"]
+
+    # pool normalisation after the pass: a new file, raw components kept
+    pooled = tmp_path / "pooled.jsonl"
+    proc = run_cli("bpm", "pool", str(out), "--out", str(pooled))
+    assert proc.returncode == 0, proc.stderr
+    prow = {r["id"]: r for r in read_jsonl(str(pooled))}
+    mods = [r["scores"]["bpm.s_modify"] for r in prow.values() if r["scores"].get("bpm.s_modify") is not None]
+    for r in prow.values():
+        s = r["scores"]
+        if s.get("bpm.s_modify") is None:
+            assert s["bpm"] is None
+            continue
+        nm = (s["bpm.s_modify"] - min(mods)) / (max(mods) - min(mods))
+        assert s["bpm.s_modify_norm"] == pytest.approx(nm, abs=1e-12)
+        assert s["bpm.s_modify"] == rows[r["id"]]["scores"]["bpm.s_modify"]  # raw kept
+        assert r["details"]["bpm"]["normalisation"]["mode"] == "pool"
+    assert run_cli("bpm", "pool", str(out), "--out", str(pooled)).returncode == 2  # never overwrites
+
+
+def test_missing_clip_keeps_components_and_says_why(scene):
+    rec = _rec(instruction="make the astronaut blue", source_mask="m_src.png", target_mask="m_tgt.png")
+    row = score_records([rec], ["bpm"], base_dir=str(scene["root"]),
+                        settings={"clip": "ViT-B-32:/nonexistent/b32.safetensors"})[0]
+    assert row["scores"]["bpm"] is None and row["scores"]["bpm.s_modify"] is None
+    assert row["scores"]["bpm.s_preserve"] is not None
+    assert "S_modify not computed" in row["errors"]["bpm"] and "b32.safetensors" in row["errors"]["bpm"]
+
+
+def test_parse_failure_is_recorded(scene, clip):
+    row = score_records([_rec(instruction="xyzzy plugh", mask="m_src.png")], ["bpm"], base_dir=str(scene["root"]),
+                        settings={"clip": clip["spec"]})[0]
+    assert row["scores"]["bpm"] is None
+    assert row["errors"]["bpm"].startswith("instruction parse failed (rules)")
+
+
+# ---------------------------------------------------------------------------
+# judges on constructed boxes
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("anchor, moved, change, ok", [
+    ((100, 100, 200, 200), (300, 110, 400, 210), "right", True),
+    ((100, 100, 200, 200), (300, 110, 400, 210), "left", False),
+    ((100, 100, 200, 200), (120, 100, 220, 200), "right", False),  # IoU 0.67: not salient
+    ((100, 100, 200, 200), (110, 300, 190, 400), "down", True),
+    ((100, 300, 200, 400), (110, 0, 190, 100), "up", True),
+    ((100, 100, 200, 200), (300, 0, 400, 80), "up", False),  # mostly sideways
+    ((100, 100, 300, 300), (150, 150, 200, 200), "inside", True),
+    ((100, 100, 300, 300), (100, 150, 200, 200), "inside", False),  # touching the edge: not strict
+    ((100, 100, 200, 200), (110, 110, 210, 210), "unchanged", True),
+    ((100, 100, 200, 200), (160, 100, 260, 200), "unchanged", False),
+    ((100, 100, 200, 200), (230, 100, 300, 200), "near", True),
+    ((100, 100, 200, 200), (300, 100, 400, 200), "near", False),
+])
+def test_position_pairs(anchor, moved, change, ok):
+    assert judges.position_ok(anchor, moved, change) is ok
+
+
+def test_position_partial_credit_and_frame():
+    anchors = [(100, 100, 200, 200)]
+    assert judges.f_position(anchors, [(300, 110, 400, 210), (0, 110, 90, 210)], "right", "position",
+                             500, 500) == 0.5
+    assert judges.f_position(anchors, [], "right", "position", 500, 500) == 0.0
+    assert judges.f_position([], [], "left", "remove", 500, 500) == 1.0
+    # 30 px apart in a 250-px image is 60 px in the 500 frame: not "unchanged"
+    assert judges.f_position([(0, 0, 50, 50)], [(30, 0, 80, 50)], "unchanged", "attribute", 250, 250) == 0.0
+    assert judges.f_position([(0, 0, 50, 50)], [(30, 0, 80, 50)], "unchanged", "attribute", 1000, 1000) == 1.0
+
+
+def test_size_thresholds():
+    assert judges.f_size(100, 121, "larger", "size") == 1.0
+    assert judges.f_size(100, 120, "larger", "size") == 0.0
+    assert judges.f_size(100, 79, "smaller", "size") == 1.0
+    assert judges.f_size(100, 80, "unchanged", "attribute") == 1.0
+    assert judges.f_size(0, 50, "larger", "add") == 1.0  # add: full score (appendix A.4)
+
+
+def test_directional_text_sides():
+    a, b = np.array([1.0, 0, 0]), np.array([0, 1.0, 0])
+    t = np.array([0, 0.6, 0.8])
+    assert judges.directional(a, b, None, t) == pytest.approx((b - a) @ t / (np.sqrt(2) * 1.0))
+    assert judges.directional(a, b, t, None) == pytest.approx(-(b - a) @ t / np.sqrt(2))
+    assert judges.directional(a, a, None, t) == 0.0
+
+
+# ---------------------------------------------------------------------------
+# protocols
+# ---------------------------------------------------------------------------
+
+
+def _results(scores):
+    return [{"id": rid, "scores": {"bpm": v}} for rid, v in scores.items()]
+
+
+def test_human_alignment_by_hand():
+    human = [
+        {"input": 1, "model": "A", "id": "1a", "human": 4}, {"input": 1, "model": "B", "id": "1b", "human": 2},
+        {"input": 2, "model": "A", "id": "2a", "human": 1}, {"input": 2, "model": "B", "id": "2b", "human": 5},
+        {"input": 3, "model": "A", "id": "3a", "human": 3}, {"input": 3, "model": "B", "id": "3b", "human": 3},
+    ]
+    results = _results({"1a": 0.9, "1b": 0.1, "2a": 0.8, "2b": 0.2, "3a": 0.1, "3b": 0.5})
+    # input 1 agrees; input 2 disagrees; input 3: people tie (P_h = 0), metric prefers B (P_m = 0): agrees
+    rep = human_alignment(human, results, "bpm")
+    assert rep["pairs"] == {"A vs B": {"alignment": 2 / 3, "n": 3}} and rep["average"] == 2 / 3
+    assert human_alignment(human, results, "bpm", ties="skip")["average"] == 0.5
+    assert human_alignment(human, results, "bpm", higher_is_better=False)["average"] == 1 / 3
+
+
+def test_ground_truth_test_by_hand():
+    triplets = [{"input": i, "ep": f"{i}p", "em": f"{i}m", "gt": f"{i}g"} for i in range(3)]
+    results = _results({"0p": 0.1, "0m": 0.2, "0g": 0.9, "1p": 0.8, "1m": 0.1, "1g": 0.3,
+                        "2p": 0.5, "2m": 0.1, "2g": 0.5})
+    rep = ground_truth_test(triplets, results, "bpm")
+    assert rep["win_rate"] == pytest.approx({"EP": 1.5 / 3, "EM": 0.0, "GT": 1.5 / 3})
+    assert sum(rep["win_rate"].values()) == pytest.approx(1.0)
+    with pytest.raises(ProtocolError):
+        ground_truth_test(triplets, [], "bpm")
+
+
+def test_protocol_commands(tmp_path):
+    results = tmp_path / "r.jsonl"
+    write_pairs(str(results), _results({"1a": 0.9, "1b": 0.1, "0p": 0.1, "0m": 0.2, "0g": 0.9}))
+    human = tmp_path / "h.csv"
+    human.write_text("input,model,id,human\n1,A,1a,5\n1,B,1b,1\n")
+    proc = run_cli("bpm", "align", "--human", str(human), "--results", str(results), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)[0]["average"] == 1.0
+    trip = tmp_path / "t.jsonl"
+    write_pairs(str(trip), [{"input": 0, "ep": "0p", "em": "0m", "gt": "0g"}])
+    proc = run_cli("bpm", "gt-test", "--triplets", str(trip), "--results", str(results), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)[0]["win_rate"] == {"EP": 0.0, "EM": 0.0, "GT": 1.0}
+
+
+def test_pool_rows_global_and_degenerate():
+    rows = [{"id": "a", "scores": {"bpm.s_modify": -0.2, "bpm.s_preserve": 0.9, "bpm.s_region": 2.0},
+             "details": {"bpm": {"alpha": 0.7}}},
+            {"id": "b", "scores": {"bpm.s_modify": 0.6, "bpm.s_preserve": 0.7, "bpm.s_region": None},
+             "details": {"bpm": {"alpha": 0.7}}}]
+    out, summary = pool_rows(rows)
+    a, b = out[0]["scores"], out[1]["scores"]
+    assert (a["bpm.s_modify_norm"], a["bpm.s_preserve_norm"]) == (0.0, 1.0)
+    assert a["bpm"] == pytest.approx(0.7 * 1.0 + 0.3 * 2.0)
+    assert b["bpm"] == b["bpm.s_semantic"] == 1.0  # global: S_semantic alone
+    assert summary["n"] == 2 and rows[0]["scores"].get("bpm") is None  # input rows untouched
+    with pytest.raises(ProtocolError, match="single value"):
+        pool_rows(rows[:1])
+
+
+# ---------------------------------------------------------------------------
+# grounding: tiny random GroundingDINO + SAM built from their real architectures
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def grounding_models(tmp_path_factory):
+    from transformers import (BertConfig, BertTokenizerFast, GroundingDinoConfig, GroundingDinoForObjectDetection,
+                              GroundingDinoImageProcessor, GroundingDinoProcessor, SamConfig, SamImageProcessor,
+                              SamModel, SamProcessor, SwinConfig)
+
+    root = tmp_path_factory.mktemp("grounding")
+    gdir, sdir = root / "gdino", root / "sam"
+    gdir.mkdir()
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "a", "the", "astronaut", "blue", "cat", "helmet"]
+    (root / "vocab.txt").write_text("\n".join(words) + "\n")
+    tok = BertTokenizerFast(vocab_file=str(root / "vocab.txt"), do_lower_case=True)
+    cfg = GroundingDinoConfig(
+        backbone_config=SwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], window_size=7,
+                                   out_features=["stage2", "stage3", "stage4"]),
+        text_config=BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=64, max_position_embeddings=64),
+        d_model=32, num_feature_levels=3, encoder_layers=1, decoder_layers=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+        encoder_attention_heads=2, decoder_attention_heads=2, num_queries=10, max_text_len=32,
+        use_pretrained_backbone=False)
+    torch.manual_seed(0)
+    GroundingDinoForObjectDetection(cfg).save_pretrained(str(gdir))
+    GroundingDinoProcessor(image_processor=GroundingDinoImageProcessor(
+        size={"shortest_edge": 96, "longest_edge": 160}), tokenizer=tok).save_pretrained(str(gdir))
+    scfg = SamConfig(
+        vision_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, mlp_dim=64, image_size=256,
+                           patch_size=16, output_channels=32, global_attn_indexes=[0], window_size=4,
+                           num_pos_feats=16),
+        prompt_encoder_config=dict(hidden_size=32, image_size=256, patch_size=16, mask_input_channels=4),
+        mask_decoder_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, mlp_dim=64,
+                                 iou_head_hidden_dim=32))
+    SamModel(scfg).save_pretrained(str(sdir))
+    SamProcessor(image_processor=SamImageProcessor(size={"longest_edge": 256},
+                                                   pad_size={"height": 256, "width": 256})).save_pretrained(str(sdir))
+    return {"bpm_groundingdino": str(gdir), "bpm_sam": str(sdir)}
+
+
+def test_grounded_bpm_end_to_end(scene, clip, grounding_models, tmp_path, monkeypatch):
+    from editmetrics.bpm.grounding import HFGroundingDinoSam
+
+    calls = []
+    real = HFGroundingDinoSam.ground
+
+    def counting(self, items):
+        calls.append(len(items))
+        return real(self, items)
+
+    monkeypatch.setattr(HFGroundingDinoSam, "ground", counting)
+    for name in ("src.png", "edit.png"):
+        shutil.copy(scene["root"] / name, tmp_path / name)
+    recs = [_rec(id=f"g{i}", instruction=text) for i, text in
+            enumerate(["make the astronaut blue", "replace the astronaut with a cat", "remove the helmet"])]
+    settings = {"clip": clip["spec"], "bpm_mask_dir": str(tmp_path / "masks"), **grounding_models}
+    # thresholds 0: a random detector's scores are arbitrary; every query box is kept
+    rows = score_records(recs, ["bpm(box_threshold=0.0,text_threshold=0.0)"], base_dir=str(tmp_path),
+                         settings=settings, batch_size=8)
+    key = "bpm(box_threshold=0.0,text_threshold=0.0)"
+    assert calls == [5]  # one batched grounding call for the 5 phrases of 3 records
+    for row in rows:
+        assert row["errors"] == {}, row["errors"]
+        d = row["details"][key]
+        assert set(d["regions"].values()) == {"grounding"}
+        for boxes in d["boxes"].values():
+            for box in (boxes if isinstance(boxes[0], list) else [boxes]):
+                assert 0 <= box[0] < box[2] <= 96 and 0 <= box[1] < box[3] <= 64
+        m0 = np.asarray(Image.open(d["mask_files"]["source"])) > 0
+        m1 = np.asarray(Image.open(d["mask_files"]["target"])) > 0
+        assert row["scores"][f"{key}.s_preserve"] == _direct_preserve(scene["src"], scene["edited"], m0 | m1)
+        assert row["scores"][key] is not None
+    removal = rows[2]["details"][key]
+    assert "target" not in removal["boxes"] and removal["edit"]["edit_type"] == "remove"
+
+
+def test_missing_grounding_model_message(scene, clip):
+    row = score_records([_rec(instruction="make the astronaut blue")], ["bpm"], base_dir=str(scene["root"]),
+                        settings={"clip": clip["spec"], "bpm_groundingdino": "/nonexistent/gdino",
+                                  "bpm_sam": "/nonexistent/sam"})[0]
+    assert "GroundingDINO not found" in row["errors"]["bpm"] and "/nonexistent/gdino" in row["errors"]["bpm"]
