@@ -65,7 +65,7 @@ def sppe_group():
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write the set into.")
 @click.option("--photos", default=16, show_default=True, type=click.IntRange(2, 18),
               help="skimage.data photographs used as sources.")
-@click.option("--surrogates", default=2, show_default=True, type=click.IntRange(1), help="Surrogates per photo.")
+@click.option("--surrogates", default=3, show_default=True, type=click.IntRange(1), help="Surrogates per photo.")
 @click.option("--instructions", default=2, show_default=True, type=click.IntRange(1, 7),
               help="Instructions per surrogate (SPPE samples two).")
 @click.option("--size", default=96, show_default=True, type=click.IntRange(32), help="Image side in pixels.")
