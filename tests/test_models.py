@@ -272,3 +272,31 @@ def test_registered_through_the_hook():
         assert cls.describe()["kind"] in ("editor", "recoverer")
     with pytest.raises(ModelError, match="not found"):
         registry.get("models", "ip2p")().configure({"ip2p": "/nonexistent/ip2p"}).require_weights()
+
+
+def test_third_party_assessor_through_a_registry(tmp_path):
+    """A model from an outside plugin object: non-image outputs become fields."""
+    from types import SimpleNamespace
+
+    from editmetrics import Model, hookimpl
+    from editmetrics.plugins import Registry
+
+    class Brightness(Model):
+        id = "brightness"
+        kind = "assessor"
+        description = "mean grey level of the source"
+        inputs = ("source",)
+        outputs = ("brightness",)
+
+        def predict(self, inputs, seed=None):
+            return {"brightness": np.float32(inputs["source"].mean()), "info": {"pixels": inputs["source"].size}}
+
+    plugin = SimpleNamespace(register_models=hookimpl(lambda register: register(Brightness)))
+    registry = Registry()
+    registry.add(plugin, "outside")
+    run_model("brightness", EXAMPLES, str(tmp_path), registry=registry)
+    for row, rec in zip(read_jsonl(str(tmp_path / "pairs.jsonl")), read_jsonl(EXAMPLES)):
+        source = load_image(os.path.join(REPO, "examples", rec["source"]))
+        assert row["brightness"] == pytest.approx(float(source.mean()), rel=1e-6)
+        assert row["model_run"]["plugin"] == "outside" and row["model_run"]["info"]["pixels"] == source.size
+        assert os.path.samefile(tmp_path / row["edited"], os.path.join(REPO, "examples", rec["edited"]))

@@ -7,15 +7,17 @@ Python API (mirrors the CLI)::
     editmetrics.get_metric("psnr")                   # the registered class
     rows = editmetrics.score_records([{"source": "a.png", "edited": "b.png"}], ["psnr", "ssim"])
     editmetrics.score_file("pairs.jsonl", ["psnr"], "out.jsonl", resume=True)
+    editmetrics.run_model("noise", "pairs.jsonl", "out_dir")  # what `editmetrics run` does
 """
 
 __version__ = "0.1.0"
 
 from .hookspecs import hookimpl  # noqa: E402
 from .metric import Metric, MetricError, MetricSpec, Param, Score, SpecError  # noqa: E402
-from .model import Model, Weight  # noqa: E402
+from .model import Model, ModelError, Weight  # noqa: E402
 from .plugins import get_registry, reset_registry  # noqa: E402
 from .runner import read_results, score_file, score_records  # noqa: E402
+from .run import run_model  # noqa: E402
 
 
 def list_metrics() -> list[dict]:
@@ -29,7 +31,7 @@ def get_metric(metric_id: str):
 
 
 __all__ = [
-    "Metric", "MetricError", "MetricSpec", "Model", "Param", "Score", "SpecError", "Weight",
+    "Metric", "MetricError", "MetricSpec", "Model", "ModelError", "Param", "Score", "SpecError", "Weight",
     "get_metric", "get_registry", "hookimpl", "list_metrics", "read_results", "reset_registry",
-    "score_file", "score_records",
+    "run_model", "score_file", "score_records",
 ]
