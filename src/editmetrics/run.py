@@ -412,4 +412,5 @@ def register_commands(cli):
             if row["weights_present"] is False:
                 for w in row["weights"]:
                     where = w["resolved_path"] or "no path set"
-                    click.echo(f"{'':<16}   {w['name']}: {where} (--set {w['setting']}=PATH)")
+                    how = f"--set {w['setting']}=PATH" if w["setting"] else w["hint"]
+                    click.echo(f"{'':<16}   {w['name']}: {where} ({how})")
