@@ -84,7 +84,12 @@ def run(pairs: str, metrics: list[str], settings: dict, device: str, batch: int)
     from editmetrics.images import SizePolicy
     from editmetrics.plugins import get_registry
     from editmetrics.records import read_pairs
-    from editmetrics.runner import InProcessExecutor, RunContext, Scorer, resolve_metrics
+    from editmetrics.runner import (
+        InProcessExecutor,
+        RunContext,
+        Scorer,
+        resolve_metrics,
+    )
 
     registry = get_registry()
     ctx = RunContext(device=device, batch_size=batch, size_policy=SizePolicy("resize"),
@@ -128,7 +133,8 @@ def main() -> None:
         del model
         pairs = make_data(tmp, args.records, args.size)
         settings = {"clip": f"{args.arch}:{weights}"}
-        distinct = len({(r["source"]) for r in map(json.loads, open(pairs))}) + 2 * args.records
+        with open(pairs) as fh:
+            distinct = len({json.loads(line)["source"] for line in fh}) + 2 * args.records
         print(f"editmetrics CLIP benchmark: {args.arch} (random weights), {args.records} records, "
               f"{args.size}x{args.size} PNG, device {args.device}, torch threads {torch.get_num_threads()}")
         print(f"distinct images: {distinct} (sources shared by several records + one target and one edited each)")

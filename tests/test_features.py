@@ -98,3 +98,13 @@ def test_content_hash_depends_on_values_shape_dtype():
     b = a.copy()
     b[0, 0, 0] = 1e-7
     assert content_hash(a) != content_hash(b)
+
+
+def test_memory_is_bounded_and_evicted_vectors_are_recomputed_identically(tiny):
+    store = FeatureStore({"clip": tiny["spec"], "feature_memory": 2})
+    imgs = [im[::8, ::8].astype(np.float32) / 255 for im in (data.coffee(), data.chelsea(), data.rocket())]
+    first = store.encode_images("clip", imgs)
+    assert len(store._vectors) == 2 and store.stats["images_encoded"] == 3
+    again = store.encode_images("clip", imgs[:1])  # the oldest was dropped: encoded again
+    assert store.stats["images_encoded"] == 4
+    np.testing.assert_allclose(again[0], first[0], atol=1e-6)

@@ -162,7 +162,6 @@ def test_regions_change_what_counts(world):
 
 
 def test_rc_delete_uses_source_class_and_region(world):
-    n = world["n"]
     rows = _score(world, [
         _rec(world, id="rep", operation="replace", target_class="zebra", source_class="person"),
         _rec(world, id="del", operation="delete", target_class="zebra", source_class="person",
@@ -178,8 +177,8 @@ def test_rc_delete_uses_source_class_and_region(world):
 
 
 def test_box_is_scaled_to_the_image_it_is_applied_to(world):
-    from editmetrics.runner import LoadedRecord, RecordView, RunContext
     from editmetrics.records import EditRecord
+    from editmetrics.runner import LoadedRecord, RecordView, RunContext
 
     src = np.zeros((50, 100, 3), np.float32)
     big = np.zeros((100, 200, 3), np.float32)

@@ -34,7 +34,7 @@ def vitb32(tmp_path_factory):
 def test_vitb32_file_agrees_with_open_clip(vitb32, tmp_path):
     from editmetrics.cli import cli
 
-    root, path, model, preprocess = vitb32
+    _, path, model, preprocess = vitb32
     size = (64, 48)
     imgs = {
         "source": data.astronaut(), "target": data.chelsea(), "edited": data.coffee(),

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +40,6 @@ from .weights import (
     locate_hf,
     locate_open_clip,
     missing_message,
-    weights_dir,
 )
 
 # The papers (CLIP-I/T in MagicBrush & co., BPM, SPPE) used CLIP ViT-L/14.
@@ -189,10 +189,18 @@ def _load_open_clip_weights(model, path: str, spec: str) -> None:
 def _download_open_clip(arch, tag, tag_cfg, found: Located, settings, spec) -> str:
     if not downloads_allowed(settings):
         raise WeightsMissing(missing_message(f"CLIP {spec!r} (open_clip {arch}, pretrained {tag!r})", found, "clip"))
+    import shutil
+
     from open_clip.pretrained import download_pretrained
 
     os.makedirs(found.home, exist_ok=True)
-    return download_pretrained(tag_cfg, cache_dir=found.home)
+    fetched = download_pretrained(tag_cfg, cache_dir=os.path.join(found.home, ".download"))
+    # keep a plain copy where the next (offline) run looks first
+    dest = os.path.join(found.home, os.path.basename(fetched))
+    if not os.path.isfile(dest):
+        shutil.copyfile(os.path.realpath(fetched), dest + ".tmp")
+        os.replace(dest + ".tmp", dest)
+    return dest
 
 
 # ---------------------------------------------------------------------------
@@ -220,14 +228,18 @@ class HFEncoder(Encoder):
         self.spec, self.device, self._torch = spec, device, torch
         model_id = spec.split(":", 1)[1] if spec.startswith("hf:") else spec
         found = locate_hf(model_id, settings)
-        local_only = not downloads_allowed(settings)
-        if found.path is None and local_only:
-            raise WeightsMissing(missing_message(f"backbone {spec!r} (transformers {model_id})", found, _setting_of(spec)))
-        source = found.path or model_id
-        config = transformers.AutoConfig.from_pretrained(source, local_files_only=local_only)
+        if found.path is None:
+            if not downloads_allowed(settings):
+                raise WeightsMissing(missing_message(f"backbone {spec!r} (transformers {model_id})", found,
+                                                     _setting_of(spec)))
+            from huggingface_hub import snapshot_download
+
+            # the one place a download may happen: into <weights_dir>/hf/<id>, found offline next time
+            found.path = snapshot_download(model_id, local_dir=found.home)
+        source = found.path
+        config = transformers.AutoConfig.from_pretrained(source, local_files_only=True)
         self.kind = config.model_type
-        cache = os.path.join(weights_dir(settings), "hf-cache")
-        kw = dict(local_files_only=local_only, cache_dir=None if found.path else cache)
+        kw = {"local_files_only": True}
         self.processor = transformers.AutoImageProcessor.from_pretrained(source, **kw)
         if self.kind == "clip":
             self.model = transformers.CLIPModel.from_pretrained(source, use_safetensors=None, **kw)
@@ -242,7 +254,7 @@ class HFEncoder(Encoder):
         self.model = self.model.to(device).eval()
         mean = getattr(self.processor, "image_mean", None) or (0.5, 0.5, 0.5)
         self.fill = tuple(float(m) for m in mean)
-        self.identity = f"hf|{self.kind}|{file_identity(source) if os.path.isdir(source) else source}|{json.dumps(self.processor.to_dict(), sort_keys=True, default=str)}"
+        self.identity = f"hf|{self.kind}|{file_identity(source)}|{json.dumps(self.processor.to_dict(), sort_keys=True, default=str)}"
         self.path = source
 
     def encode_images(self, images):

@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,9 +44,10 @@ from .metric import MetricError
 
 SERVICE = "features"
 DEFAULT_CHUNK = 32
+DEFAULT_MEMORY = 200_000
 
 
-def features_for(ctx) -> "FeatureStore":
+def features_for(ctx) -> FeatureStore:
     """The run's feature store (created on first use, flushed by the runner)."""
     return ctx.service(SERVICE, FeatureStore.from_context)
 
@@ -80,7 +82,10 @@ class FeatureStore:
         self.chunk = int(chunk or self.settings.get("feature_batch_size") or DEFAULT_CHUNK)
         self._encoders: dict[str, Encoder] = {}
         self._failed: dict[str, str] = {}  # spec -> reason: one load attempt per run
-        self._vectors: dict[str, np.ndarray] = {}
+        # in-memory vectors, least recently used dropped beyond ``feature_memory``
+        # entries (setting; default 200000, ~600 MB of ViT-L/14 vectors)
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.capacity = int(self.settings.get("feature_memory") or DEFAULT_MEMORY)
         self._pending: dict[str, _Pending] = {}
         self._errors: dict[str, str] = {}  # key -> why it could not be computed
         self._memo: dict[tuple, tuple] = {}  # per batch: request -> (arrays, region pixels, hash)
@@ -89,7 +94,7 @@ class FeatureStore:
         self.stats = {"images_encoded": 0, "texts_encoded": 0, "batches": 0, "disk_hits": 0, "memory_hits": 0}
 
     @classmethod
-    def from_context(cls, ctx) -> "FeatureStore":
+    def from_context(cls, ctx) -> FeatureStore:
         return cls(settings=ctx.settings, device=ctx.device, registry=ctx.registry)
 
     # -- backbones ------------------------------------------------------
@@ -110,7 +115,7 @@ class FeatureStore:
             except MetricError as exc:
                 self._failed[spec] = str(exc)
                 raise
-            except Exception as exc:  # noqa: BLE001 - any loader failure becomes one clear reason
+            except Exception as exc:
                 self._failed[spec] = f"backbone {spec!r} failed to load: {type(exc).__name__}: {exc}"
                 raise MetricError(self._failed[spec]) from exc
             self._encoders[spec] = encoder
@@ -150,6 +155,7 @@ class FeatureStore:
             if key not in self._vectors and key not in self._pending:
                 self._pending[key] = _Pending(key, self.spec(backbone), image=image)
             elif key in self._vectors:
+                self._vectors.move_to_end(key)
                 self.stats["memory_hits"] += 1
         return key
 
@@ -176,6 +182,7 @@ class FeatureStore:
             if key not in self._vectors and key not in self._pending:
                 self._pending[key] = _Pending(key, self.spec(backbone), text=str(text))
             elif key in self._vectors:
+                self._vectors.move_to_end(key)
                 self.stats["memory_hits"] += 1
         return key
 
@@ -190,7 +197,7 @@ class FeatureStore:
         for item in pending.values():
             cached = self._read_disk(item.key)
             if cached is not None:
-                self._vectors[item.key] = cached
+                self._keep(item.key, cached)
                 self.stats["disk_hits"] += 1
                 continue
             kind = "image" if item.image is not None else "text"
@@ -213,15 +220,24 @@ class FeatureStore:
                     continue
                 self.stats["batches"] += 1
                 for p, vec in zip(part, vecs):
-                    self._vectors[p.key] = vec
+                    self._keep(p.key, vec)
                     self._write_disk(p.key, vec)
+
+    def _keep(self, key: str, vec: np.ndarray) -> None:
+        with self._lock:
+            self._vectors[key] = vec
+            self._vectors.move_to_end(key)
+            while len(self._vectors) > self.capacity:
+                self._vectors.popitem(last=False)
 
     def get(self, key: str) -> np.ndarray:
         """The L2-normalised embedding of a requested key (flushes if needed)."""
         if key in self._pending:
             self.flush()
-        if key in self._vectors:
-            return self._vectors[key]
+        with self._lock:
+            if key in self._vectors:
+                self._vectors.move_to_end(key)
+                return self._vectors[key]
         if key in self._errors:
             raise MetricError(self._errors[key])
         raise MetricError(f"embedding {key} was never requested")
@@ -296,4 +312,4 @@ def _int_box(box, width: int, height: int) -> tuple[int, int, int, int]:
         raise MetricError(str(exc)) from None
     import math
 
-    return int(math.floor(x0)), int(math.floor(y0)), int(math.ceil(x1)), int(math.ceil(y1))
+    return math.floor(x0), math.floor(y0), math.ceil(x1), math.ceil(y1)
