@@ -134,7 +134,7 @@ def test_editors_run_seeded_at_source_size(tiny_ip2p, tmp_path):
     run = rows[0]["model_run"]
     assert run["params"]["mode"] == "rwdp" and run["params"]["steps"] == 3
     assert run["info"]["scheduler"] == "DDIMScheduler" and run["info"]["working_size"] == [32, 26]
-    assert run["info"]["recon_mse"] <= run["info"]["recon_mse_alpha1"]
+    assert run["info"]["recon_mse"] <= run["info"]["recon_mse_alpha1"] and run["info"]["region_field"] == "mask"
     weights = run["weights"]["instruct-pix2pix"]
     assert weights["path"] == os.path.abspath(tiny_ip2p) and len(weights["fingerprint"]) == 16
     # MagicBrush: the same pipeline class, here pointed at the same folder
@@ -147,8 +147,8 @@ def test_rwdp_needs_a_mask_and_a_deterministic_scheduler(tiny_ip2p, tmp_path):
               settings={"ip2p": tiny_ip2p})
     rows = read_jsonl(str(tmp_path / "o" / "pairs.jsonl"))
     assert all("needs a 'mask'" in r["error"] and "edited" not in r for r in rows)
-    run_model("r-sie", pairs, str(tmp_path / "r"), settings={"rsie": tiny_ip2p})  # mask is a declared input
-    assert all("'mask' is missing" in r["error"] for r in read_jsonl(str(tmp_path / "r" / "pairs.jsonl")))
+    run_model("r-sie", pairs, str(tmp_path / "r"), settings={"rsie": tiny_ip2p})  # rwdp by default
+    assert all("needs a 'mask'" in r["error"] for r in read_jsonl(str(tmp_path / "r" / "pairs.jsonl")))
     model = InstructPix2Pix(mode="rwdp", scheduler="euler_ancestral").configure({"ip2p": tiny_ip2p})
     with pytest.raises(ModelError, match="deterministic"):
         model.load("cpu")

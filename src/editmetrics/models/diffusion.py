@@ -10,8 +10,8 @@ Models (weights from local diffusers folders only; see docs/models.md):
 
 Every one of them runs either the standard diffusers pipeline
 (``mode=standard``) or the Region-wise Diffusion Process of R-SIE
-(``mode=rwdp``, paper section 4.1), which needs the record's ``mask`` (the
-source object). RwDP, as implemented in ``rwdp_sample``:
+(``mode=rwdp``, paper section 4.1), which needs the record's ``source_mask``
+or else ``mask`` (the source object). RwDP, as implemented in ``rwdp_sample``:
 
 1. z_reconst,0 = E(X) (scaled VAE latent); eps_reconst ~ N(0, I);
    z_reconst,T = scheduler.add_noise(z_reconst,0, eps_reconst, t_first).
@@ -191,7 +191,7 @@ class InstructPix2PixFamily(Model):
 
     kind = "editor"
     inputs = ("source", "instruction")
-    optional_inputs = ("mask",)
+    optional_inputs = ("mask", "source_mask")
     params: ClassVar[dict[str, Param]] = _PARAMS
 
     def load(self, device: str = "cpu") -> None:
@@ -267,10 +267,14 @@ class InstructPix2PixFamily(Model):
                             guidance_scale=o["guidance_scale"], image_guidance_scale=o["image_guidance_scale"],
                             generator=generator, output_type="np").images[0]
         else:
-            if inputs.get("mask") is None:
-                raise ModelError(f"model {self.id!r} in mode=rwdp needs a 'mask' field (the source object's mask)")
-            out, rwdp_info = self._rwdp(image, resize_mask(inputs["mask"], size), inputs["instruction"], generator)
-            info.update(rwdp_info)
+            # m_source: the source object's mask; records whose edit region is
+            # given only as `mask` use that
+            field = "source_mask" if inputs.get("source_mask") is not None else "mask"
+            if inputs.get(field) is None:
+                raise ModelError(f"model {self.id!r} in mode=rwdp needs a 'mask' (or 'source_mask') field: "
+                                 "the source object's region")
+            out, rwdp_info = self._rwdp(image, resize_mask(inputs[field], size), inputs["instruction"], generator)
+            info.update(rwdp_info, region_field=field)
         out = np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
         if out.shape[:2] != (height, width):
             out = resize(out, (width, height))  # outputs live on the source's pixel grid
@@ -314,8 +318,6 @@ class RSIE(InstructPix2PixFamily):
     description = "R-SIE: an InstructPix2Pix-architecture checkpoint with region-wise diffusion (needs mask)"
     weights = (Weight("r-sie", "a diffusers InstructPix2Pix-architecture folder fine-tuned on R-SIE's data",
                       setting="rsie"),)
-    inputs = ("source", "instruction", "mask")
-    optional_inputs = ()
     params = {
         **_PARAMS,
         "mode": Param("rwdp", _PARAMS["mode"].help, choices=("standard", "rwdp")),
