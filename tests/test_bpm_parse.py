@@ -14,13 +14,19 @@ from editmetrics.bpm.schema import KEYS, ParseFailure, validate_parse
 
 from helpers import REPO, run_cli
 
-DATA = os.path.join(REPO, "tests", "data", "bpm_instructions.jsonl")
+# bpm_instructions.jsonl was written with the rules; the held-out file was
+# labelled before the parser first saw it (70% then; docs/bpm.md), then fixed.
+DATA = [os.path.join(REPO, "tests", "data", name)
+        for name in ("bpm_instructions.jsonl", "bpm_instructions_heldout.jsonl")]
 CORE = ("source_object", "target_object", "edit_type", "size_change")
 
 
 def labelled():
-    with open(DATA, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    rows = []
+    for path in DATA:
+        with open(path, encoding="utf-8") as fh:
+            rows += [json.loads(line) for line in fh if line.strip()]
+    return rows
 
 
 def test_instruction_set_is_varied_and_schema_valid():

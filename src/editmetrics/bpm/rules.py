@@ -27,7 +27,8 @@ from .schema import ParseFailure, ParseResult, validate_parse
 
 _DET = r"(?:the|a|an|some|this|that|these|those|his|her|its|their|my|your|all(?: of)? the|all|every|each)"
 _POLITE = re.compile(
-    r"^(?:(?:please|kindly|ok|okay|now|then|and|so|just|can you|could you|would you|will you|i want to|"
+    r"^(?:(?:please|kindly|ok|okay|now|then|and|so|just|can you|could you|would you|will you|can we|could we|"
+    r"can i|could i|i want to|"
     r"i'd like to|i would like to|i want you to|let's|lets|let us|you should|try to|go ahead and)\s+)+"
 )
 _TRAILING = re.compile(r"(?:\s+(?:please|in the (?:image|picture|photo|photograph|scene)|"
@@ -55,8 +56,8 @@ ACTIONS = {
     "sleep": "sleeping", "dance": "dancing", "fly": "flying", "swim": "swimming", "laugh": "laughing",
     "cry": "crying", "walk": "walking", "eat": "eating", "lie": "lying", "wave": "waving", "sing": "singing",
 }
-_GLOBAL_SUBJECT = (r"(?:it|this|everything|the (?:whole |entire |full )?(?:image|photo|photograph|picture|scene|"
-                   r"painting|thing|view|landscape)|the whole thing|whole (?:image|picture|photo|scene))")
+_GLOBAL_SUBJECT = (r"(?:it|this|everything|the (?:whole |entire |full )?(?:[a-z]+ )?(?:image|photo|photograph|"
+                   r"picture|scene|painting|thing|view|landscape)|the whole thing|whole (?:image|picture|photo|scene))")
 _GLOBAL_NOUNS = r"(?:season|weather|time of day|time|lighting|style|mood|atmosphere|art style)"
 
 # Spatial prepositions -> position_change (longest first so "on top of" wins over "on").
@@ -257,6 +258,20 @@ def parse_rules(text: str) -> dict[str, Any]:
     if m:
         return _result(None, m.group("t"), "add", size, "near", m.group("r"))
 
+    # -- "let the bus be red", "let the dog be a cat"
+    m = re.match(r"^(?:let|have|make)\s+(?!there\b)(?P<s>.+?)\s+be\s+(?P<t>.+)$", t)
+    if m:
+        target = m.group("t")
+        if re.match(r"^(?:a|an)\s+", target) and not _is_attribute(target):
+            return _result(m.group("s"), target, "replace", size)
+        obj = clean_object(m.group("s"))
+        return _result(obj, _attribute_target(obj, target), "attribute", size)
+    # -- "have a plane fly in the sky": a new subject doing something somewhere
+    m = re.match(r"^(?:have|let|make)\s+(?P<t>(?:a|an|some|two|three|many)\s+\S+)\s+(?P<rest>\S+.*)$", t)
+    if m:
+        _, ref, pos = _split_prep("x " + m.group("rest"))
+        return _result(None, m.group("t"), "add", size, pos, ref)
+
     # -- add
     m = re.match(r"^(?:add|put|place|insert|include|draw|attach|bring in|bring|plant|hang|show|create|"
                  r"generate|introduce|paste|stick)\s+(?P<rest>.+)$", t)
@@ -283,6 +298,9 @@ def parse_rules(text: str) -> dict[str, Any]:
     m = re.match(r"^(?P<s>.+?)\s+(?:should|must|could|will|would)\s+(?:be|become|look|turn)\s+(?P<t>.+)$", t)
     if m:
         target = m.group("t")
+        w = re.match(r"^(?:wearing|holding|carrying|eating|riding|drinking|reading|with)\s+(?P<t>.+)$", target)
+        if w:
+            return _result(None, w.group("t"), "add", size, "near", m.group("s"))
         if re.match(r"^(?:a|an)\s+", target) and not _is_attribute(target):
             return _result(m.group("s"), target, "replace", size)
         obj = clean_object(m.group("s"))
