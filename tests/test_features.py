@@ -103,8 +103,10 @@ def test_content_hash_depends_on_values_shape_dtype():
 def test_memory_is_bounded_and_evicted_vectors_are_recomputed_identically(tiny):
     store = FeatureStore({"clip": tiny["spec"], "feature_memory": 2})
     imgs = [im[::8, ::8].astype(np.float32) / 255 for im in (data.coffee(), data.chelsea(), data.rocket())]
-    first = store.encode_images("clip", imgs)
+    first = store.encode_images("clip", imgs)  # one request set: all kept until read
+    assert len(store._vectors) == 3 and store.stats["images_encoded"] == 3
+    store.encode_images("clip", [imgs[2]])  # a memory hit; the two oldest are dropped
     assert len(store._vectors) == 2 and store.stats["images_encoded"] == 3
-    again = store.encode_images("clip", imgs[:1])  # the oldest was dropped: encoded again
+    again = store.encode_images("clip", imgs[:1])  # dropped: encoded again, same vector
     assert store.stats["images_encoded"] == 4
     np.testing.assert_allclose(again[0], first[0], atol=1e-6)

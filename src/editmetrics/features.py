@@ -88,7 +88,8 @@ class FeatureStore:
         self.capacity = int(self.settings.get("feature_memory") or DEFAULT_MEMORY)
         self._pending: dict[str, _Pending] = {}
         self._errors: dict[str, str] = {}  # key -> why it could not be computed
-        self._memo: dict[tuple, tuple] = {}  # per batch: request -> (arrays, region pixels, hash)
+        self._memo: dict[tuple, tuple] = {}
+        self._requested: set[str] = set()  # keys asked for since the last flush  # per batch: request -> (arrays, region pixels, hash)
         self._lock = threading.RLock()
         # counters (benchmarks, tests): forward passes actually run, cache hits
         self.stats = {"images_encoded": 0, "texts_encoded": 0, "batches": 0, "disk_hits": 0, "memory_hits": 0}
@@ -152,6 +153,7 @@ class FeatureStore:
         # The key hashes the region's final pixels, so it covers image, box and fill.
         key = _key(encoder.identity, "image", digest)
         with self._lock:
+            self._requested.add(key)
             if key not in self._vectors and key not in self._pending:
                 self._pending[key] = _Pending(key, self.spec(backbone), image=image)
             elif key in self._vectors:
@@ -179,6 +181,7 @@ class FeatureStore:
             raise MetricError(f"backbone {encoder.spec!r} has no text encoder")
         key = _key(encoder.identity, "text", hashlib.blake2b(str(text).encode(), digest_size=16).hexdigest())
         with self._lock:
+            self._requested.add(key)
             if key not in self._vectors and key not in self._pending:
                 self._pending[key] = _Pending(key, self.spec(backbone), text=str(text))
             elif key in self._vectors:
@@ -192,6 +195,7 @@ class FeatureStore:
         of ``feature_batch_size`` (setting, default 32) per backbone."""
         with self._lock:
             pending, self._pending = self._pending, {}
+            protected, self._requested = self._requested, set()
             self._memo.clear()
         todo: dict[tuple[str, str], list[_Pending]] = {}
         for item in pending.values():
@@ -223,12 +227,28 @@ class FeatureStore:
                     self._keep(p.key, vec)
                     self._write_disk(p.key, vec)
 
+        self._evict(protected)
+
     def _keep(self, key: str, vec: np.ndarray) -> None:
         with self._lock:
             self._vectors[key] = vec
             self._vectors.move_to_end(key)
-            while len(self._vectors) > self.capacity:
-                self._vectors.popitem(last=False)
+
+    def _evict(self, protected: set[str]) -> None:
+        """Drop the least recently used vectors beyond capacity, never one
+        requested since the previous flush (its get() is still to come)."""
+        with self._lock:
+            excess = len(self._vectors) - self.capacity
+            if excess <= 0:
+                return
+            victims = []
+            for key in self._vectors:  # oldest first; stops as soon as enough are found
+                if key not in protected:
+                    victims.append(key)
+                    if len(victims) == excess:
+                        break
+            for key in victims:
+                del self._vectors[key]
 
     def get(self, key: str) -> np.ndarray:
         """The L2-normalised embedding of a requested key (flushes if needed)."""
