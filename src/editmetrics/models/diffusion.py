@@ -132,6 +132,7 @@ def rwdp_sample(unet, scheduler, embeds, image_latents, z0, mask, *, steps: int,
     ``image_latents``: the unscaled image condition (1, C, h, w);
     ``z0``: E(X) scaled by the VAE scaling factor (1, C, h, w);
     ``mask``: the source region at latent resolution (1, 1, h, w), 1 inside.
+    ``generator`` (a CPU ``torch.Generator``) gives eps_reconst, then z_gen.
     Returns the final latent (float32) and a dict of diagnostics.
     """
     import torch
