@@ -266,10 +266,10 @@ class HFEncoder(Encoder):
                 out = self.model.get_image_features(pixel_values=pixels)
                 feats = out if torch.is_tensor(out) else out.pooler_output
             else:
-                # DINO: the CLS token after the final layer norm (pooler_output of
-                # Dinov2Model), the embedding DINO-I uses in DreamBooth & co.
-                out = self.model(pixel_values=pixels)
-                feats = out.pooler_output if getattr(out, "pooler_output", None) is not None else out.last_hidden_state[:, 0]
+                # DINO: the CLS token after the final layer norm, the embedding
+                # DINO-I uses (DreamBooth). Dinov2Model's pooler_output is the same
+                # tensor; ViTModel's pooler_output is an extra dense+tanh head, not used.
+                feats = self.model(pixel_values=pixels).last_hidden_state[:, 0]
         return _normalise(feats)
 
     def encode_texts(self, texts):
