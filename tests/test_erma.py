@@ -103,9 +103,10 @@ def test_metric_equals_head_on_store_features_and_model_agrees(ckpt, synth):
     fs = store.encode_images(spec, [load_image(r["surrogate"]) for r in records])
     ft = store.encode_texts(spec, [r["instruction"] for r in records])
     assert np.allclose(values, head.predict(relational(fx, fs, ft)), atol=1e-6)
-    model = ErmaAssessor(checkpoint=str(folder))
-    assert model.weights_present() is True
-    model.load(settings={"clip": spec})
+    assert ErmaAssessor(checkpoint=str(folder)).weights_present() is True
+    assert ErmaAssessor().weights_present() is False
+    model = ErmaAssessor().configure({"erma": str(folder), "clip": spec})  # as `editmetrics run erma --set erma=DIR`
+    model.load()
     got = model.predict({"source": load_image(records[0]["source"]), "surrogate": load_image(records[0]["surrogate"]),
                          "instruction": records[0]["instruction"]})
     assert abs(got["editability"] - values[0]) < 1e-6

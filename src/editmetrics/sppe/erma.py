@@ -213,19 +213,29 @@ class ErmaAssessor(Model):
     outputs = ("editability",)
     params = {"checkpoint": Param("", "ERMA checkpoint folder (erma.json + erma.safetensors)")}
     weights = (Weight("head", "an ERMA checkpoint folder from `editmetrics train erma --out DIR`; "
-                              "the CLIP weights named in its erma.json must be on local disk"),)
+                              "the CLIP weights named in its erma.json must be on local disk", setting="erma"),)
+
+    def weight_path(self, weight: Weight) -> str | None:
+        # the `checkpoint` parameter wins over the setting 'erma' / EDITMETRICS_ERMA
+        folder = self.options.get("checkpoint")
+        return os.path.expanduser(str(folder)) if folder else super().weight_path(weight)
 
     def weights_present(self):
-        folder = self.options.get("checkpoint")
-        return bool(folder) and os.path.isfile(os.path.join(os.path.expanduser(folder), CONFIG))
+        folder = self.weight_path(self.weights[0])
+        return bool(folder) and os.path.isfile(os.path.join(folder, CONFIG))
 
     def load(self, device: str = "cpu", store=None, settings: dict | None = None) -> None:
         """Load the head; CLIP features come from ``store`` (the run's feature
-        store) or a new ``FeatureStore`` built from ``settings``."""
+        store) or a new ``FeatureStore`` built from ``settings`` (default: the
+        settings given to ``configure``)."""
         from ..features import FeatureStore
 
-        settings = dict(settings or {})
-        self.ckpt = load_checkpoint(erma_folder(self.options, settings))
+        settings = dict(self.settings if settings is None else settings)
+        folder = self.weight_path(self.weights[0])
+        if not folder:
+            raise MetricError("erma needs a checkpoint folder: erma(checkpoint=DIR), --set erma=DIR or "
+                              "EDITMETRICS_ERMA; train one with `editmetrics train erma`")
+        self.ckpt = load_checkpoint(folder)
         self.spec = check_backbone(self.ckpt, settings)
         self.store = store or FeatureStore(settings, device=device)
 
