@@ -132,7 +132,7 @@ class NetPairMetric(Metric):
     """Base of network FR metrics: ``image`` vs the reference through a shared
     ``PairNetService`` built once per run (``service_name``/``build``)."""
 
-    fields = ()
+    fields = ("edited",)  # the default of the `image` parameter, which decides the field
     reference = "source"
     min_side = 32  # below this the backbones' pooling runs out of pixels
 
