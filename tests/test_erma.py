@@ -165,3 +165,17 @@ def test_cli_train_score_correlate(synth, tmp_path):
     assert abs(out_row["srcc"] - st.spearmanr(x, y).statistic) < 1e-9
     assert abs(out_row["plcc"] - st.pearsonr(x, y).statistic) < 1e-9
     assert abs(out_row["krcc"] - st.kendalltau(x, y).statistic) < 1e-9
+
+
+def test_unusable_training_records_are_skipped_with_reasons(synth, tmp_path):
+    out, spec = synth
+    lines = (out / "train.jsonl").read_text().splitlines()
+    broken = dict(json.loads(lines[0]), id="broken", surrogate=str(tmp_path / "gone.png"))
+    nolabel = {k: v for k, v in json.loads(lines[1]).items() if k not in ("editability_label", "edited_surrogate")}
+    nolabel["id"] = "nolabel"
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("\n".join(lines + [json.dumps(broken), json.dumps(nolabel)]) + "\n")
+    res = train_erma(str(pairs), str(tmp_path / "ck"), {"clip": spec},
+                     TrainOptions(epochs=2, hidden=8, progress=False))
+    assert res.n_train + res.n_val == 16
+    assert "gone.png" in res.skipped["broken"] and "label" in res.skipped["nolabel"]

@@ -94,20 +94,24 @@ def training_set(pairs: str, settings: dict, store, spec: str, opts: TrainOption
             else:
                 labels[str(row["id"])] = float(value)
     usable = [r for r in records if r.key in labels]
-    triplets = []
-    for rec in usable:
-        try:
-            triplets.append((rec, load_image(rec.path("source")), load_image(rec.path("surrogate"))))
-        except ImageLoadError as exc:
-            skipped[rec.key] = str(exc)
-    # decode lazily would save memory on SPPE-size sets; the arrays are
-    # released chunk by chunk by encode_triplets' caller below
-    bar = _bar(len(triplets), opts.progress, "CLIP features")
-    z = encode_triplets(store, spec, ((x, s, str(rec.fields["instruction"])) for rec, x, s in triplets),
-                        progress=bar)
+    ids: list[str] = []
+
+    def triplets():
+        # decoded lazily, one chunk at a time (SPPE has tens of thousands of
+        # records: holding every decoded image at once would not fit in memory)
+        for rec in usable:
+            try:
+                x, s = load_image(rec.path("source")), load_image(rec.path("surrogate"))
+            except ImageLoadError as exc:
+                skipped[rec.key] = str(exc)
+                continue
+            ids.append(rec.key)
+            yield x, s, str(rec.fields["instruction"])
+
+    bar = _bar(len(usable), opts.progress, "CLIP features")
+    z = encode_triplets(store, spec, triplets(), progress=bar)
     if bar:
         bar.close()
-    ids = [rec.key for rec, _, _ in triplets]
     y = np.array([labels[i] for i in ids], dtype=np.float32)
     return z, y, ids, skipped
 
