@@ -103,6 +103,10 @@ def main() -> None:
 
     settings: dict = {"bpm_parser": args.parser}
     tmp = tempfile.mkdtemp(prefix="bench_bpm_")
+    import atexit
+    import shutil
+
+    atexit.register(shutil.rmtree, tmp, True)  # the tiny models live only for this run
     if args.tiny:
         settings.update(build_tiny(tmp))
     for key, value in (("clip", args.clip), ("bpm_groundingdino", args.groundingdino), ("bpm_sam", args.sam),
