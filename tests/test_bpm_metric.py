@@ -409,3 +409,17 @@ def test_missing_grounding_model_message(scene, clip):
                         settings={"clip": clip["spec"], "bpm_groundingdino": "/nonexistent/gdino",
                                   "bpm_sam": "/nonexistent/sam"})[0]
     assert "GroundingDINO not found" in row["errors"]["bpm"] and "/nonexistent/gdino" in row["errors"]["bpm"]
+
+
+def test_csv_records_with_box_strings(scene, clip, tmp_path):
+    for name in ("src.png", "edit.png"):
+        shutil.copy(scene["root"] / name, tmp_path / name)
+    (tmp_path / "pairs.csv").write_text(
+        "id,source,edited,instruction,source_bbox,target_bbox\n"
+        'a,src.png,edit.png,move the astronaut to the right,"[10, 10, 30, 30]","[50, 12, 70, 32]"\n'
+        'b,src.png,edit.png,move the astronaut to the left,"[10, 10, 30, 30]","[50, 12, 70, 32]"\n')
+    out = tmp_path / "out.jsonl"
+    score_file(str(tmp_path / "pairs.csv"), ["bpm"], str(out), settings={"clip": clip["spec"]}, progress=False)
+    rows = {r["id"]: r for r in read_jsonl(str(out))}
+    assert rows["a"]["scores"]["bpm.s_position"] == 1.0 and rows["b"]["scores"]["bpm.s_position"] == 0.0
+    assert rows["a"]["details"]["bpm"]["boxes"]["target"] == [[50.0, 12.0, 70.0, 32.0]]
