@@ -423,3 +423,19 @@ def test_csv_records_with_box_strings(scene, clip, tmp_path):
     rows = {r["id"]: r for r in read_jsonl(str(out))}
     assert rows["a"]["scores"]["bpm.s_position"] == 1.0 and rows["b"]["scores"]["bpm.s_position"] == 0.0
     assert rows["a"]["details"]["bpm"]["boxes"]["target"] == [[50.0, 12.0, 70.0, 32.0]]
+
+
+def test_batched_grounding_equals_one_by_one(grounding_models):
+    from editmetrics.bpm.grounding import HFGroundingDinoSam
+
+    g = HFGroundingDinoSam(grounding_models, box_threshold=0.0, text_threshold=0.0)
+    a = photo("astronaut", (96, 64)).astype(np.float32) / 255
+    c = photo("chelsea", (80, 60)).astype(np.float32) / 255
+    items = [(a, "astronaut"), (c, "cat"), (a[::-1].copy(), "blue helmet"), (c, "a cat")]
+    batched = g.ground(items)
+    for item, dets in zip(items, batched):
+        (single,) = g.ground([item])
+        assert len(dets) == len(single) > 0
+        for d, s in zip(dets, single):
+            assert np.allclose(d.box, s.box, atol=1e-3) and abs(d.score - s.score) < 1e-5
+            assert d.mask.shape == item[0].shape[:2] and (d.mask != s.mask).mean() < 1e-3

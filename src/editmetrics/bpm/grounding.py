@@ -90,13 +90,28 @@ class HFGroundingDinoSam:
         self.identity = f"{self.id}:{os.path.realpath(gdir)}:{os.path.realpath(sdir)}"
 
     def ground(self, items: list[tuple[np.ndarray, str]]) -> list[list[Detection]]:
-        out: list[list[Detection]] = []
-        for start in range(0, len(items), self.batch):
-            out.extend(self._detect(items[start:start + self.batch]))
-        for (image, _), dets in zip(items, out):
-            if dets:
-                self._segment(image, dets)
-        return out
+        """Detect, then segment, in batches of ``bpm_grounding_batch_size``.
+
+        GroundingDINO batches hold images of one size only: a batch of mixed
+        sizes is padded, and padding changes the backbone's features near the
+        border, so batched boxes would differ from one-by-one boxes. A record's
+        source and edited images share a size, so batches stay full in practice.
+        SAM always resizes and pads to its square input, so any images batch.
+        """
+        out: list[list[Detection] | None] = [None] * len(items)
+        by_size: dict[tuple, list[int]] = {}
+        for i, (image, _) in enumerate(items):
+            by_size.setdefault(image.shape[:2], []).append(i)
+        for indices in by_size.values():
+            for start in range(0, len(indices), self.batch):
+                chunk = indices[start:start + self.batch]
+                for i, dets in zip(chunk, self._detect([items[i] for i in chunk])):
+                    out[i] = dets
+        with_boxes = [i for i, dets in enumerate(out) if dets]
+        for start in range(0, len(with_boxes), self.batch):
+            chunk = with_boxes[start:start + self.batch]
+            self._segment([items[i][0] for i in chunk], [out[i] for i in chunk])
+        return out  # type: ignore[return-value]
 
     def _detect(self, items) -> list[list[Detection]]:
         torch = self.torch
@@ -123,18 +138,22 @@ class HFGroundingDinoSam:
             out.append(dets)
         return out
 
-    def _segment(self, image: np.ndarray, dets: list[Detection]) -> None:
+    def _segment(self, images: list[np.ndarray], dets: list[list[Detection]]) -> None:
+        """One SAM pass for several images; each image's box list is padded to
+        the longest by repeating its last box, and the extra masks dropped."""
         torch = self.torch
-        pil = _uint8(image)
-        boxes = [[list(d.box) for d in dets]]
-        inputs = self.seg_proc(images=pil, input_boxes=boxes, return_tensors="pt").to(self.device)
+        most = max(len(d) for d in dets)
+        boxes = [[list(d.box) for d in ds] + [list(ds[-1].box)] * (most - len(ds)) for ds in dets]
+        inputs = self.seg_proc(images=[_uint8(im) for im in images], input_boxes=boxes,
+                               return_tensors="pt").to(self.device)
         with torch.no_grad():
             outputs = self.seg(**inputs, multimask_output=False)
         masks = self.seg_proc.post_process_masks(
             outputs.pred_masks.cpu(), inputs["original_sizes"].cpu(), inputs["reshaped_input_sizes"].cpu()
-        )[0]  # (n_boxes, 1, H, W) bool
-        for det, mask in zip(dets, masks):
-            det.mask = np.asarray(mask[0].numpy(), dtype=bool)
+        )  # per image: (n_boxes, 1, H, W) bool
+        for ds, image_masks in zip(dets, masks):
+            for det, mask in zip(ds, image_masks):
+                det.mask = np.asarray(mask[0].numpy(), dtype=bool)
 
 
 def make_grounder(grounder_id: str, settings: dict, device: str, box_threshold: float, text_threshold: float,
