@@ -147,16 +147,18 @@ def test_resume_drops_torn_line_and_skips_done(tmp_path):
 
 
 def test_models_command_and_missing_weights_message(tmp_path):
-    res = run_cli("models", "--json")
-    assert res.returncode == 0, res.stderr
-    rows = {r["id"]: r for r in json.loads(res.stdout)}
+    from editmetrics.run import model_table
+
+    rows = {r["id"]: r for r in model_table(get_registry(), {})}
     assert rows["identity"]["kind"] == "editor" and rows["identity"]["weights_present"] is None
     assert rows["paste_back"]["kind"] == "recoverer" and rows["color_transfer"]["kind"] == "recoverer"
     assert rows["ip2p"]["weights_present"] is False and rows["ip2p"]["weights"][0]["setting"] == "ip2p"
-    res = run_cli("models", "--json", "--set", f"ip2p={tmp_path}")
-    assert {r["id"]: r for r in json.loads(res.stdout)}["ip2p"]["weights_present"] is True
-    res = run_cli("models")
-    assert "identity" in res.stdout and "weights missing" in res.stdout
+    rows = {r["id"]: r for r in model_table(get_registry(), {"ip2p": str(tmp_path)})}
+    assert rows["ip2p"]["weights_present"] is True and rows["ip2p"]["weights"][0]["resolved_path"] == str(tmp_path)
+    res = run_cli("models", "--json", "--set", f"magicbrush={tmp_path}")
+    assert res.returncode == 0, res.stderr
+    rows = {r["id"]: r for r in json.loads(res.stdout)}
+    assert rows["magicbrush"]["weights_present"] is True and rows["ip2p"]["weights_present"] is False
 
     res = run_cli("run", "magicbrush", "--pairs", EXAMPLES, "--out-dir", str(tmp_path / "o"),
                   env={"EDITMETRICS_MAGICBRUSH": str(tmp_path / "absent")})
