@@ -139,10 +139,19 @@ def _direction(text: str) -> tuple[str | None, str | None]:
     return None, None
 
 
+_MODIFIERS = ("bright", "dark", "light", "pale", "deep", "pastel", "neon", "and")
+
+
 def _attribute_target(obj: str, attr: str) -> str:
+    """'blue' + 'cat' -> 'blue cat'; 'orange and pink' + 'sky' -> 'orange and pink sky';
+    other multi-word attributes follow the object ('table made of wood')."""
     attr = clean_object(attr) or attr
     attr = ACTIONS.get(attr, attr)
-    return f"{attr} {obj}" if len(attr.split()) == 1 else f"{obj} {attr}"
+    words = obj.split()
+    if attr in COLOURS and len(words) > 1 and words[0] in COLOURS:
+        obj = " ".join(words[1:])  # "make the red car blue" -> "blue car"
+    adjectival = all(w in ADJECTIVES + _MODIFIERS for w in attr.split())
+    return f"{attr} {obj}" if len(attr.split()) == 1 or adjectival else f"{obj} {attr}"
 
 
 def _result(source, target, edit_type, size, position="unchanged", reference=None) -> dict[str, Any]:
@@ -206,7 +215,12 @@ def parse_rules(text: str) -> dict[str, Any]:
     if m:
         obj = clean_object(m.group("s"))
         return _result(obj, _attribute_target(obj, m.group("a")), "attribute", "unchanged")
-    m = re.match(r"^(?:replace|swap|switch|substitute|exchange)\s+(?P<s>.+?)\s+(?:with|for|by|to|into)\s+(?P<t>.+)$", t)
+    m = re.match(r"^(?:change|make|turn|set|switch)\s+(?P<s>.+?)(?:'s)?\s+(?:colou?r|material|texture|pattern)s?\s+"
+                 r"(?:to|into|as)\s+(?P<a>.+)$", t)
+    if m:
+        obj = clean_object(m.group("s"))
+        return _result(obj, _attribute_target(obj, m.group("a")), "attribute", "unchanged")
+    m = re.match(r"^(?:replace|swap|switch|substitute|exchange|trade)(?:\s+out)?\s+(?P<s>.+?)\s+(?:with|for|by|to|into)\s+(?P<t>.+)$", t)
     if m:
         return _result(m.group("s"), m.group("t"), "replace", size)
     m = re.match(r"^(?:make it |put |use |have |show )?(?P<t>.+?)\s+instead of\s+(?P<s>.+)$", t)
@@ -295,6 +309,9 @@ def parse_rules(text: str) -> dict[str, Any]:
     m = re.match(r"^(?:let|have|make)\s+(?P<s>.+?)\s+(?:be\s+)?(?P<t>(?:a|an)\s+.+)$", t)
     if m:
         return _result(m.group("s"), m.group("t"), "replace", size)
+    m = re.match(r"^(?P<s>.+?)\s+(?:should|must|could|will|would)\s+(?:have|get|wear|hold|carry)\s+(?P<t>.+)$", t)
+    if m:
+        return _result(None, m.group("t"), "add", size, "near", m.group("s"))
     m = re.match(r"^(?P<s>.+?)\s+(?:should|must|could|will|would)\s+(?:be|become|look|turn)\s+(?P<t>.+)$", t)
     if m:
         target = m.group("t")
@@ -313,11 +330,15 @@ def parse_rules(text: str) -> dict[str, Any]:
     if m:
         obj, attr = m.group("s"), m.group("a")
         # keep modifiers such as "bright" with the attribute, not with the object
-        while True:
-            mm = re.match(r"^(?P<o>.+)\s+(?P<w>bright|dark|light|pale|deep|pastel|neon)$", obj)
+        while True:  # "the sky orange and" + "pink", "the dog look" + "happy"
+            mm = re.match(r"^(?P<o>.+)\s+(?P<w>" + _w(_MODIFIERS + COLOURS) + r")$", obj)
+            if mm:
+                obj, attr = mm.group("o"), f"{mm.group('w')} {attr}"
+                continue
+            mm = re.match(r"^(?P<o>.+)\s+(?:look|be|appear|become|seem|look like)$", obj)
             if not mm:
                 break
-            obj, attr = mm.group("o"), f"{mm.group('w')} {attr}"
+            obj = mm.group("o")
         obj = clean_object(obj)
         return _result(obj, _attribute_target(obj, attr), "attribute", size)
     raise ParseFailure("no rule matches this instruction")
