@@ -66,6 +66,20 @@ def test_whole_words_only_for_global(text, edit_type):
     assert parse_rules(text)["edit_type"] == edit_type
 
 
+@pytest.mark.parametrize("text, source, target, edit_type", [
+    ("turn the sky orange and pink", "sky", "orange and pink sky", "attribute"),
+    ("make the red car blue", "red car", "blue car", "attribute"),
+    ("Change the hat color to purple", "hat", "purple hat", "attribute"),
+    ("make the dog look happy", "dog", "happy dog", "attribute"),
+    ("swap out the cup for a glass", "cup", "glass", "replace"),
+    ("the man should have a beard", None, "beard", "add"),
+    ("Please remove the boat!", "boat", None, "remove"),
+])
+def test_more_phrasings(text, source, target, edit_type):
+    got = parse_rules(text)
+    assert (got["source_object"], got["target_object"], got["edit_type"]) == (source, target, edit_type)
+
+
 def test_rule_parser_records_failure_instead_of_guessing():
     result = RuleParser().parse("hmm, not sure")
     assert result.status == "failed" and result.parse is None and "no rule" in result.error
