@@ -117,11 +117,12 @@ def test_parse_command_json():
     proc = run_cli("parse", "Make the vase smaller", "--json")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    assert out["parser"] == "rules" and out["status"] == "ok"
-    assert out["parse"] == {"source_object": "vase", "target_object": "vase", "edit_type": "size",
-                            "size_change": "smaller", "position_change": "unchanged", "reference_object": None}
+    assert out == {"source_object": "vase", "target_object": "vase", "edit_type": "size", "size_change": "smaller",
+                   "position_change": "unchanged", "reference_object": None,
+                   "parser": "rules", "status": "ok", "raw": None, "error": None}
     proc = run_cli("parse", "xyzzy", "--json")
-    assert proc.returncode == 1 and json.loads(proc.stdout)["status"] == "failed"
+    out = json.loads(proc.stdout)
+    assert proc.returncode == 1 and out["status"] == "failed" and "edit_type" not in out
 
 
 # ---------------------------------------------------------------------------

@@ -108,7 +108,10 @@ def register_commands(cli):
         parser = _make_parser(parser_id or str(settings.get("bpm_parser", "rules")), settings)
         result = parser.parse(text)
         if as_json:
-            click.echo(json.dumps(result.to_json(), indent=2))
+            # the edit description's six keys at the top level, then how it was obtained
+            out = dict(result.parse or {})
+            out.update({k: v for k, v in result.to_json().items() if k != "parse"})
+            click.echo(json.dumps(out, indent=2))
         elif result.ok:
             for k, v in result.parse.items():
                 click.echo(f"{k:<17} {v}")
