@@ -25,8 +25,6 @@ import json
 import os
 import threading
 from importlib import resources
-from typing import Any
-
 from .schema import JSON_SCHEMA, ParseFailure, ParseResult, validate_parse
 
 DEFAULT_PROMPT = "parse_v1"
@@ -162,6 +160,3 @@ def parse_service(ctx, parser_id: str | None = None) -> ParseService:
         lambda c: ParseService(make_parser(pid, c.settings, c.registry), c.settings.get("bpm_parse_cache")),
     )
 
-
-def parse_dict(result: ParseResult) -> dict[str, Any]:
-    return result.to_json()
