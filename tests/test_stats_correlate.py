@@ -134,3 +134,15 @@ def test_logistic_plcc_keeps_the_sign_of_an_inverse_relation():
     # declared lower-is-better: negated first, so the same data reads as a positive correlation
     flipped = correlate_arrays(x, y, higher_is_better=False, n_boot=0)
     assert abs(flipped["plcc_logistic"] + res["plcc_logistic"]) < 1e-6
+
+
+def test_bootstrap_kendall_matches_scipy_on_each_resample_with_ties():
+    from editmetrics.stats import _kendall_bootstrap
+
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 4, size=60).astype(float)
+    y = x + rng.integers(0, 3, size=60)
+    idx = rng.integers(0, 60, size=(9, 60))
+    got = _kendall_bootstrap(x, y, idx)
+    for k in range(9):
+        assert abs(got[k] - st.kendalltau(x[idx[k]], y[idx[k]]).statistic) < 1e-12
