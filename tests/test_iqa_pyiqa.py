@@ -106,3 +106,13 @@ def test_no_pretrained_timm_shim_forces_local_loading():
     shim = plugin._NoPretrainedTimm(Fake())
     assert shim.create_model("resnet50", pretrained=True) == "model" and calls[0]["pretrained"] is False
     assert plugin._NoPretrainedTimm(timm).list_models is timm.list_models
+
+
+def test_absent_pyiqa_is_a_clear_per_record_reason(images, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pyiqa", None)  # import pyiqa -> ImportError
+    row = score_records([{"id": 1, "source": str(images / "src.png"), "edited": str(images / "blur.png")}],
+                        ["stlpips", "psnr"])[0]
+    assert "needs pyiqa" in row["errors"]["stlpips"] and "LICENSE-NOTE" in row["errors"]["stlpips"]
+    assert row["scores"]["psnr"] > 0

@@ -55,6 +55,15 @@ def _need(settings, metric, key, what) -> str:
                                            "pyiqa_weights / env EDITMETRICS_PYIQA_WEIGHTS")) from None
 
 
+def _require_pyiqa() -> None:
+    try:
+        import pyiqa  # noqa: F401
+    except ImportError as exc:
+        raise MetricError(f"this metric needs pyiqa ({exc}); install the plugin with its dependencies: "
+                          "pip install -c constraints.txt -e plugins/editmetrics-pyiqa "
+                          "(pyiqa is PolyForm Noncommercial, see LICENSE-NOTE.md)") from None
+
+
 def _torch_load(path):
     import torch
 
@@ -99,6 +108,10 @@ def _patched(module, name, value):
 
 
 class _PyiqaMetric(NetPairMetric):
+    def setup(self, ctx) -> None:
+        _require_pyiqa()  # a clear reason for every record when pyiqa is absent
+        super().setup(ctx)
+
     def _run(self, model, ctx):
         import torch
 
