@@ -179,3 +179,17 @@ def test_unusable_training_records_are_skipped_with_reasons(synth, tmp_path):
                      TrainOptions(epochs=2, hidden=8, progress=False))
     assert res.n_train + res.n_val == 16
     assert "gone.png" in res.skipped["broken"] and "label" in res.skipped["nolabel"]
+
+
+def test_missing_labels_are_computed_with_the_same_clip(synth, tmp_path):
+    from editmetrics.sppe.train import training_set
+
+    out, spec = synth
+    stored = [json.loads(x) for x in (out / "train.jsonl").read_text().splitlines()]
+    pairs = tmp_path / "nolabels.jsonl"
+    pairs.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "editability_label"}) + "\n"
+                             for r in stored))
+    store = FeatureStore({"clip": spec})
+    _, y, ids, skipped = training_set(str(pairs), {"clip": spec}, store, spec, TrainOptions(progress=False))
+    want = {r["id"]: r["editability_label"] for r in stored}
+    assert not skipped and np.allclose(y, [want[i] for i in ids], atol=1e-6)
