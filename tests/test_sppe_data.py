@@ -113,3 +113,17 @@ def test_markdown_table_orders_like_table_4_and_lists_failures():
     assert header.index("AFINE-FR") < header.index("DISTS") < header.index("ERMA")
     assert "| SRCC | n/a | 0.2000 | 0.5000 |" in text and "| PLCC | n/a | 0.1500 | 0.4500 |" in text
     assert "afine.pth not found" in text
+
+
+def test_synthetic_instructpix2pix_layout_with_full_image_surrogates(tmp_path):
+    from editmetrics.sppe.synthetic import make_synthetic_ip2p
+
+    summary = make_synthetic_ip2p(str(tmp_path), photos=3, instructions=2, size=48, seed=0)
+    recs = list(InstructPix2PixLoader().records(str(tmp_path)))
+    assert len(recs) == summary["records"] == 6
+    for rec in recs:
+        src = np.asarray(Image.open(rec["source"]), dtype=np.float32)
+        sur = np.asarray(Image.open(rec["surrogate"]), dtype=np.float32)
+        changed = np.abs(src - sur).max(axis=2) > 0
+        assert changed.mean() > 0.9  # the whole image is replaced, not a region
+        assert rec["edited_surrogate"].endswith("0_s1.png") and "mask" not in rec

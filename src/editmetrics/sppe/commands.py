@@ -71,10 +71,17 @@ def sppe_group():
 @click.option("--size", default=96, show_default=True, type=click.IntRange(32), help="Image side in pixels.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--clip", help="Label with this CLIP spec instead of a new tiny random CLIP.")
-def synth(out, photos, surrogates, instructions, size, seed, clip):
+@click.option("--layout", type=click.Choice(["sppe", "instructpix2pix"]), default="sppe", show_default=True,
+              help="instructpix2pix: IP2P-style folders with full-image surrogates, global edits, no labels.")
+def synth(out, photos, surrogates, instructions, size, seed, clip, layout):
     """Write a small SPPE-format set from skimage.data photographs (labels: editability_label)."""
-    from .synthetic import make_synthetic
+    from .synthetic import make_synthetic, make_synthetic_ip2p
 
+    if layout == "instructpix2pix":
+        summary = make_synthetic_ip2p(out, photos=photos, instructions=instructions, size=size, seed=seed)
+        click.echo(f"{summary['records']} InstructPix2Pix-style samples in {out} "
+                   f"(read them with `editmetrics dataset export instructpix2pix {out} --out PAIRS.jsonl`)")
+        return
     summary = make_synthetic(out, photos=photos, surrogates=surrogates, instructions=instructions, size=size,
                              seed=seed, clip_spec=clip)
     click.echo(f"{summary['records']} records in {out}/sppe.json ({summary['train']} in train.jsonl, "

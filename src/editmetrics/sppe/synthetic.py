@@ -226,3 +226,43 @@ def make_synthetic(out: str, *, photos: int = 16, surrogates: int = 2, instructi
     n_train = write_pairs((r for r in recs if r.get("split") == "train"), os.path.join(out, "train.jsonl"))
     n_test = write_pairs((r for r in recs if r.get("split") == "test"), os.path.join(out, "test.jsonl"))
     return {"out": out, "records": len(instances), "train": n_train, "test": n_test, "clip": spec}
+
+
+GLOBAL_INSTRUCTIONS = ("turn to a pencil sketch style", "make it look like an old sepia photograph",
+                       "turn to an oil painting style", "make it look futuristic")
+
+
+def make_full_image_surrogate(image: np.ndarray, donor: np.ndarray, strength: float, rng) -> np.ndarray:
+    """A stand-in for a regenerated whole image: a blurred copy (the layout
+    kept) mixed with a donor photograph and a colour shift, at ``strength``."""
+    blurred = np.stack([ndimage.gaussian_filter(image[..., c], image.shape[0] / 40) for c in range(3)], axis=2)
+    shift = rng.uniform(-0.1, 0.1, size=3).astype(np.float32)
+    content = np.clip(0.7 * blurred + 0.3 * donor + shift, 0, 1)
+    return np.clip((1 - strength) * image + strength * content, 0, 1).astype(np.float32)
+
+
+def make_synthetic_ip2p(out: str, *, photos: int = 8, instructions: int = 2, size: int = 96, seed: int = 0) -> dict:
+    """An InstructPix2Pix-style folder (``InstructPix2PixLoader.layout``) with
+    full-image surrogates, like SPPE's generalisation set: one sample folder
+    per (photo, instruction), global edits only (a full-image surrogate has no
+    region to act on). No labels: score ``editability_label`` on it."""
+    rng = np.random.default_rng(seed)
+    names = list(PHOTOS[:photos])
+    images = {n: photo(n, size) for n in names}
+    count = 0
+    for i, name in enumerate(names):
+        x = images[name]
+        s = make_full_image_surrogate(x, images[names[(i + 1) % len(names)]], float(rng.uniform(0.2, 0.8)), rng)
+        for k in rng.choice(len(GLOBAL_INSTRUCTIONS), size=min(instructions, len(GLOBAL_INSTRUCTIONS)), replace=False):
+            instruction = GLOBAL_INSTRUCTIONS[int(k)]
+            folder = os.path.join(out, f"{i:04d}-{int(k)}")
+            full = np.ones(x.shape[:2], dtype=bool)
+            _save(x, os.path.join(folder, "0_0.png"))
+            _save(apply_edit(x, full, instruction), os.path.join(folder, "0_1.png"))
+            _save(s, os.path.join(folder, "0_s.png"))
+            _save(apply_edit(s, full, instruction), os.path.join(folder, "0_s1.png"))
+            with open(os.path.join(folder, "prompt.json"), "w", encoding="utf-8") as fh:
+                json.dump({"edit": instruction, "input": f"a photograph ({name})",
+                           "output": f"a photograph ({name}), {instruction}"}, fh)
+            count += 1
+    return {"out": out, "records": count}
