@@ -88,8 +88,8 @@ class FeatureStore:
         self.capacity = int(self.settings.get("feature_memory") or DEFAULT_MEMORY)
         self._pending: dict[str, _Pending] = {}
         self._errors: dict[str, str] = {}  # key -> why it could not be computed
-        self._memo: dict[tuple, tuple] = {}
-        self._requested: set[str] = set()  # keys asked for since the last flush  # per batch: request -> (arrays, region pixels, hash)
+        self._memo: dict[tuple, tuple] = {}  # per batch: request -> (arrays, region pixels, hash)
+        self._requested: set[str] = set()  # keys asked for since the last flush
         self._lock = threading.RLock()
         # counters (benchmarks, tests): forward passes actually run, cache hits
         self.stats = {"images_encoded": 0, "texts_encoded": 0, "batches": 0, "disk_hits": 0, "memory_hits": 0}

@@ -77,10 +77,11 @@ class _Embedding(Metric):
         return self.store.request_text(self.backbone, text)
 
     def prepare(self, rec) -> None:
-        self._keys[rec.id] = self.requests(rec)
+        # keyed by the view object (alive for the whole batch): ids need not be unique in score_records
+        self._keys[id(rec)] = self.requests(rec)
 
     def compute(self, rec):
-        keys = self._keys.pop(rec.id)
+        keys = self._keys.pop(id(rec))
         vecs = {name: self._get(value) for name, value in keys.items() if not name.startswith("_")}
         return self.score(rec, vecs, keys)
 
