@@ -38,7 +38,7 @@ def task(tmp_path_factory, editmetrics_settings, editmetrics_dataset):
     settings = dict(editmetrics_settings)
     if not root:
         root = str(tmp_path_factory.mktemp("sppe-synthetic"))
-        summary = make_synthetic(root, photos=16, surrogates=2, instructions=2, size=96, seed=0)
+        summary = make_synthetic(root, photos=16, surrogates=3, instructions=2, size=96, seed=0)
         settings["clip"] = summary["clip"]
     elif not settings.get("clip"):
         pytest.skip("set the CLIP backbone of the SPPE labels: EDITMETRICS_CLIP or editmetrics.toml 'clip'")
