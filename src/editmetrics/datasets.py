@@ -387,7 +387,7 @@ def register_commands(cli):
             click.echo(json.dumps(rows, indent=2))
             return
         for row in rows:
-            click.echo(f"{row['id']:<14} [{row['plugin']}]  {row['description']}")
+            click.echo(f"{row['id']:<16} [{row['plugin']}]  {row['description']}")
             if layout:
                 click.echo("    " + row["layout"].replace("\n", "\n    ") + "\n")
 
