@@ -90,10 +90,10 @@ class MagicBrush(DatasetLoader):
 One record per turn: id "<img_id>-<turn>" (turn from 1), source = input, target = output
 (the annotated ground truth), instruction, mask, session = img_id, turn, category
 "single-turn" or "multi-turn". Turn t > 1 takes the ground-truth output of turn t-1 as
-its input, as the release does. Masks with an alpha channel follow DALL-E 2's inpainting
-convention (transparent = region to edit) and are converted to a binary PNG
-(white = region) under the work folder; masks without alpha are used as they are
-(non-zero = region)."""
+its input, as the release does. The released masks are RGBA "masked images" (transparent =
+region to edit, DALL-E 2's convention; MagicBrush issue #10): they are converted to a binary
+PNG (white = region) at the mask's own size under the work folder; masks without alpha are
+used as they are (non-zero = region)."""
 
     def records(self, path):
         sessions = _load_json(_need(os.path.join(path, "edit_sessions.json"), "edit_sessions.json", self.id), self.id)
