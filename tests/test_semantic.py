@@ -168,12 +168,17 @@ def test_rc_delete_uses_source_class_and_region(world):
              target_bbox=None, source_bbox=[0, 0, 40, 40]),
         _rec(world, id="new", target_class="space suit"),  # a class outside COCO joins the vocabulary
         _rec(world, id="nobox", target_bbox=None, mask=None),
+        # BPM's field names: edit_type=remove, source_object
+        _rec(world, id="bpm", edit_type="remove", source_object="cat", source_class=None, target_class=None,
+             target_bbox=None, source_bbox=[8, 8, 50, 50]),
     ], ["clip_rc"])
     assert rows[0]["details"]["clip_rc"]["class"] == "zebra"
     d = rows[1]["details"]["clip_rc"]
     assert d["class"] == "person" and d["region"] == "source_bbox" and d["lower_is_better"] is True
     assert rows[2]["details"]["clip_rc"]["vocabulary"] == len(COCO_CLASSES) + 1
     assert rows[3]["scores"]["clip_rc"] is None and "needs a region" in rows[3]["errors"]["clip_rc"]
+    d = rows[4]["details"]["clip_rc"]
+    assert d["class"] == "cat" and d["operation"] == "remove" and d["region"] == "source_bbox"
 
 
 def test_box_is_scaled_to_the_image_it_is_applied_to(world):

@@ -4,7 +4,7 @@ A record describes its edit region with any of these fields (ground truth, or
 written by a grounding step -- the metrics cannot tell and need not):
 
 - ``target_bbox`` / ``target_mask``: where the object is in the output
-  (target/edited) image;
+  image, in the edited image's pixels (BPM's convention; R-SIE's b_target);
 - ``source_bbox`` / ``source_mask``: where the source object is in the source;
 - ``bbox`` / ``mask``: the edit region, in source pixels.
 
@@ -22,7 +22,7 @@ from ..metric import MetricError
 
 # field -> the image field whose pixels its coordinates refer to
 FRAME = {
-    "target_bbox": "target", "target_mask": "target",
+    "target_bbox": "edited", "target_mask": "edited",
     "source_bbox": "source", "source_mask": "source",
     "bbox": "source", "mask": "source",
 }

@@ -219,15 +219,17 @@ class ClipRC(_Embedding):
     higher_is_better = True
     range = (0.0, 100.0)
     fields = ("edited",)
-    optional_fields = ("source", "target", "target_mask", "source_mask", "mask")
+    optional_fields = ("source", "target_mask", "source_mask", "mask")
     reference = None
 
     def requests(self, rec):
-        op = str(rec.get("operation", "replace")).strip().lower()
+        # R-SIE's ``operation``, or BPM's ``edit_type`` (add/remove/replace/...)
+        op = str(rec.get("operation") or rec.get("edit_type") or "replace").strip().lower()
         deleting = op in DELETE_OPS
-        class_field = "source_class" if deleting else "target_class"
-        if not rec.has(class_field):
-            raise MetricError(f"clip_rc needs field {class_field!r} (operation {op!r})")
+        side = "source" if deleting else "target"
+        class_field = regions.first_present(rec, (f"{side}_class", f"{side}_object"))
+        if class_field is None:
+            raise MetricError(f"clip_rc needs field {side}_class (or {side}_object) for operation {op!r}")
         # delete: the object's place is where the source object was
         names = (("source_bbox", "bbox", "source_mask", "mask") if deleting
                  else ("target_bbox", "bbox", "target_mask", "mask"))
@@ -254,7 +256,8 @@ class ClipRC(_Embedding):
 def vocabulary(rec) -> list[str]:
     """COCO's 80 classes plus the record's classes, de-duplicated (case-insensitive)."""
     out, seen = [], set()
-    for name in COCO_CLASSES + tuple(str(rec.get(f)).strip() for f in ("source_class", "target_class") if rec.has(f)):
+    fields = ("source_class", "target_class", "source_object", "target_object")
+    for name in COCO_CLASSES + tuple(str(rec.get(f)).strip() for f in fields if rec.has(f)):
         low = name.lower()
         if low not in seen:
             seen.add(low)
@@ -274,7 +277,7 @@ class ClipGC(_Embedding):
     higher_is_better = True
     range = (-100.0, 100.0)
     fields = ("edited",)
-    optional_fields = ("target", "target_mask", "source_mask", "mask")
+    optional_fields = ("source", "target_mask", "source_mask", "mask")
     reference = "source"
 
     def requests(self, rec):
