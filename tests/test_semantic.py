@@ -208,3 +208,24 @@ def test_missing_fields_are_per_metric(world):
     assert row["scores"]["clip_i"] is not None
     assert "surrogate" in row["errors"]["dir_s"] and "surrogate" in row["errors"]["editability_label"]
     assert "source_caption" in row["errors"]["clip_dir"]
+
+
+def test_disk_cache_serves_a_rerun_without_encoding(world, tmp_path, monkeypatch):
+    """A second run (e.g. --resume, or other metrics on the same data) reads the
+    embeddings from feature_cache: with encoding made impossible it still scores."""
+    from editmetrics.backbones import OpenClipEncoder
+
+    n = world["n"]
+    recs = [_rec(world, edited=n["outside"])]
+    first = _score(world, recs, ["clip_i", "dir_i", "clip_t"], feature_cache=str(tmp_path))
+    assert len(list(tmp_path.rglob("*.npy"))) == 4  # source, target, edited, one text
+
+    def refuse(self, items):
+        raise AssertionError("encoded although cached")
+
+    monkeypatch.setattr(OpenClipEncoder, "encode_images", refuse)
+    monkeypatch.setattr(OpenClipEncoder, "encode_texts", refuse)
+    second = _score(world, recs, ["clip_i@target", "dir_i", "clip_t"], feature_cache=str(tmp_path))
+    assert second[0]["errors"] == {}
+    assert second[0]["scores"]["dir_i"] == first[0]["scores"]["dir_i"]
+    assert second[0]["scores"]["clip_t"] == first[0]["scores"]["clip_t"]
