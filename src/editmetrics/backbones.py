@@ -8,7 +8,7 @@ Spec grammar (settings ``clip`` / ``dino``; ``--clip`` / ``--dino``; env
   the architecture name); ``WEIGHTS`` is an open_clip pretrained tag
   (``openai``, looked up on local disk only, see ``weights.locate_open_clip``)
   or a path to a checkpoint (``.safetensors``, ``.pt``/``.bin`` state dict).
-- ``hf:MODEL`` -- transformers: ``MODEL`` is a local folder saved with
+- ``hf:MODEL`` (or just ``MODEL``, without a colon) -- transformers: ``MODEL`` is a local folder saved with
   ``save_pretrained`` (or a hub id already in the local cache / under
   ``<weights_dir>/hf/<id>``). ``model_type`` ``clip`` gives a CLIP backbone
   (image and text), ``dinov2`` / ``dino`` / ``vit`` an image-only backbone.
@@ -298,13 +298,23 @@ BUILTIN: dict[str, Callable[[str, str, dict], Encoder]] = {"hf": HFEncoder}
 def factory_for(spec: str, registry=None) -> Callable[[str, str, dict], Encoder]:
     """``NAME:REST`` with a registered ``NAME`` -> that factory; else open_clip."""
     head = spec.split(":", 1)[0] if ":" in spec else ""
-    if not head and os.path.isdir(os.path.expanduser(spec)):
-        return HFEncoder  # a bare folder: a transformers save_pretrained directory
+    if not head:
+        if _is_open_clip_arch(spec):
+            return OpenClipEncoder  # it will say: expected ARCH:WEIGHTS
+        return HFEncoder  # no colon: a transformers folder or hub id (open_clip specs are ARCH:WEIGHTS)
     if registry is not None and head in registry.items.get("backbones", {}):
         return registry.items["backbones"][head]
     if head in BUILTIN:
         return BUILTIN[head]
     return OpenClipEncoder
+
+
+def _is_open_clip_arch(name: str) -> bool:
+    try:
+        import open_clip
+    except ImportError:  # pragma: no cover
+        return False
+    return name in open_clip.list_models()
 
 
 def build_encoder(spec: str, device: str = "cpu", settings: dict | None = None, registry=None) -> Encoder:
