@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -17,9 +18,12 @@ from helpers import REPO, photo, read_jsonl, run_cli, save, write_pairs
 def example_plugin_path(tmp_path_factory):
     """pip-install the repo's example plugin package into a private folder."""
     target = tmp_path_factory.mktemp("site")
+    # build from a copy: setuptools writes build/ and *.egg-info next to the sources
+    source = tmp_path_factory.mktemp("src") / "editmetrics-example"
+    shutil.copytree(os.path.join(REPO, "plugins", "editmetrics-example"), source)
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "-q",
-         "--target", str(target), os.path.join(REPO, "plugins", "editmetrics-example")],
+         "--target", str(target), str(source)],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr

@@ -59,8 +59,10 @@ class _PairMetric(Metric):
     optional_fields = ("mask",)
     reference = "source"
 
-    def images(self, rec) -> tuple[np.ndarray, np.ndarray]:
-        return rec.pair("edited", self.ref)
+    def images(self, rec) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Edited and reference at the reference's size, and the selected region (or None)."""
+        a, b = rec.pair("edited", self.ref)
+        return a, b, region_mask(rec, self, self.ref)
 
 
 class PSNR(_PairMetric):
@@ -71,8 +73,7 @@ class PSNR(_PairMetric):
     params = {"region": REGION}
 
     def compute(self, rec):
-        a, b = self.images(rec)
-        region = region_mask(rec, self, self.ref)
+        a, b, region = self.images(rec)
         mse = mean_squared(a, b, region)
         return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
 
@@ -85,8 +86,7 @@ class L1(_PairMetric):
     params = {"region": REGION}
 
     def compute(self, rec):
-        a, b = self.images(rec)
-        region = region_mask(rec, self, self.ref)
+        a, b, region = self.images(rec)
         diff = np.abs(a.astype(np.float64) - b)
         return float(diff[region].mean() if region is not None else diff.mean())
 
@@ -99,8 +99,7 @@ class L2(_PairMetric):
     params = {"region": REGION}
 
     def compute(self, rec):
-        a, b = self.images(rec)
-        region = region_mask(rec, self, self.ref)
+        a, b, region = self.images(rec)
         return mean_squared(a, b, region)
 
 
@@ -166,8 +165,7 @@ class SSIM(_PairMetric):
     }
 
     def compute(self, rec):
-        a, b = self.images(rec)
-        region = region_mask(rec, self, self.ref)
+        a, b, region = self.images(rec)
         if self.options["convention"] == "wang":
             maps = [ssim_map(rgb2gray_uint8(a), rgb2gray_uint8(b), 255.0)]
         else:
@@ -199,7 +197,7 @@ class _PiqMetric(_PairMetric):
     def compute(self, rec):
         import torch
 
-        a, b = self.images(rec)
+        a, b, _ = self.images(rec)
         if min(a.shape[:2]) < self.min_side:
             raise MetricError(f"{self.id} needs images of at least {self.min_side} px per side, got {a.shape[1]}x{a.shape[0]}")
         ta = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None].to(self._device)
