@@ -40,7 +40,7 @@ from .images import ImageLoadError, load_image, load_mask
 from .model import Model, ModelError
 from .plugins import Registry, get_registry
 from .records import IMAGE_FIELDS, MASK_FIELDS, EditRecord, read_pairs
-from .runner import InProcessExecutor, UsageError, prepare_output, read_results
+from .runner import InProcessExecutor, UsageError, append_rows, prepare_output, read_results
 
 OUT_NAME = "pairs.jsonl"
 IMAGE_DIR = "images"
@@ -312,19 +312,8 @@ def run_model(
                            for name, path in weights.items()}
         model.load(device)
         producer = _Producer(model, os.path.abspath(out_dir), seed, meta)
-        bar = _progress(len(todo), progress)
-        with open(out, "a", encoding="utf-8") as fh:
-            for row in InProcessExecutor().run(producer.load, producer.produce, todo, 1):
-                fh.write(json.dumps(row, ensure_ascii=False, allow_nan=True) + "\n")
-                fh.flush()
-                written += 1
-                failed += "error" in row
-                if on_row:
-                    on_row(row)
-                if bar:
-                    bar.update(1)
-        if bar:
-            bar.close()
+        rows = InProcessExecutor().run(producer.load, producer.produce, todo, 1)
+        written, failed = append_rows(out, rows, len(todo), lambda row: "error" in row, progress, on_row, "running")
     return ModelRunResult(out=out, written=written, skipped=len(records) - len(todo), failed_records=failed)
 
 
@@ -333,14 +322,6 @@ def _plugin_of(registry: Registry, model_id: str) -> str | None:
         return registry.plugin_of("models", model_id)
     except KeyError:
         return None  # a model object built outside the registry
-
-
-def _progress(total: int, enabled: bool | None):
-    if enabled is False or total == 0:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="rec", desc="running", disable=None if enabled is None else not enabled)
 
 
 # ---------------------------------------------------------------------------

@@ -439,22 +439,31 @@ def score_file(
                      settings=settings or {}, registry=registry)
     scorer = Scorer(bound, ctx)
     executor = executor or InProcessExecutor()
+    rows = executor.run(scorer.load, scorer.score, todo, batch_size)
+    written, failed = append_rows(out, rows, len(todo), lambda row: bool(row["errors"]), progress, on_row)
+    return RunResult(out=out, written=written, skipped=len(records) - len(todo), failed_records=failed)
+
+
+def append_rows(out: str, rows: Iterable[dict], total: int, is_failure: Callable[[dict], bool],
+                progress: bool | None = None, on_row: Callable[[dict], None] | None = None,
+                desc: str = "scoring") -> tuple[int, int]:
+    """Append each row as one JSON line, flushed at once; returns (written, failed)."""
     written = failed = 0
-    bar = _progress(len(todo), progress)
+    bar = _progress(total, progress, desc)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "a", encoding="utf-8") as fh:
-        for row in executor.run(scorer.load, scorer.score, todo, batch_size):
+        for row in rows:
             fh.write(_dumps(row) + "\n")
             fh.flush()
             written += 1
-            failed += bool(row["errors"])
+            failed += is_failure(row)
             if on_row:
                 on_row(row)
             if bar:
                 bar.update(1)
     if bar:
         bar.close()
-    return RunResult(out=out, written=written, skipped=len(records) - len(todo), failed_records=failed)
+    return written, failed
 
 
 def score_records(
@@ -481,9 +490,9 @@ def score_records(
     return list(InProcessExecutor().run(scorer.load, scorer.score, items, batch_size))
 
 
-def _progress(total: int, enabled: bool | None):
+def _progress(total: int, enabled: bool | None, desc: str = "scoring"):
     if enabled is False or total == 0:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="rec", desc="scoring", disable=None if enabled is None else not enabled)
+    return tqdm(total=total, unit="rec", desc=desc, disable=None if enabled is None else not enabled)
