@@ -14,32 +14,17 @@ from PIL import Image
 from editmetrics.bpm import judges
 from editmetrics.bpm.protocols import ProtocolError, ground_truth_test, human_alignment, pool_rows
 from editmetrics.runner import score_file, score_records
+from editmetrics.tiny import load_open_clip, write_grounding, write_open_clip
 
 from helpers import REPO, photo, read_jsonl, run_cli, save, write_pairs
 
-TINY_CLIP = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-}
-
-
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
-    """A random tiny open_clip model saved as config JSON + safetensors."""
-    import open_clip
-    from safetensors.torch import save_file
-
-    root = tmp_path_factory.mktemp("bpmclip")
-    cfg = root / "tinyclip_bpm.json"
-    cfg.write_text(json.dumps(TINY_CLIP))
-    open_clip.add_model_config(str(cfg))
-    torch.manual_seed(0)
-    model, _, preprocess = open_clip.create_model_and_transforms("tinyclip_bpm", pretrained=None)
-    weights = root / "tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
-    return {"spec": f"{cfg}:{weights}", "model": model.eval(), "preprocess": preprocess,
-            "tokenizer": open_clip.get_tokenizer("tinyclip_bpm")}
+    """A random tiny open_clip model saved as config JSON + safetensors (editmetrics.tiny),
+    and the same files loaded back with plain open_clip for direct comparisons."""
+    spec = write_open_clip(str(tmp_path_factory.mktemp("bpmclip")), name="tinyclip_bpm", seed=0)
+    model, preprocess, tokenizer = load_open_clip(spec)
+    return {"spec": spec, "model": model, "preprocess": preprocess, "tokenizer": tokenizer}
 
 
 def _mask_png(mask, path):
@@ -333,39 +318,8 @@ def test_pool_rows_global_and_degenerate():
 
 @pytest.fixture(scope="module")
 def grounding_models(tmp_path_factory):
-    from transformers import (BertConfig, BertTokenizerFast, GroundingDinoConfig, GroundingDinoForObjectDetection,
-                              GroundingDinoImageProcessor, GroundingDinoProcessor, SamConfig, SamImageProcessor,
-                              SamModel, SamProcessor, SwinConfig)
-
-    root = tmp_path_factory.mktemp("grounding")
-    gdir, sdir = root / "gdino", root / "sam"
-    gdir.mkdir()
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "a", "the", "astronaut", "blue", "cat", "helmet"]
-    (root / "vocab.txt").write_text("\n".join(words) + "\n")
-    tok = BertTokenizerFast(vocab_file=str(root / "vocab.txt"), do_lower_case=True)
-    cfg = GroundingDinoConfig(
-        backbone_config=SwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], window_size=7,
-                                   out_features=["stage2", "stage3", "stage4"]),
-        text_config=BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                               intermediate_size=64, max_position_embeddings=64),
-        d_model=32, num_feature_levels=3, encoder_layers=1, decoder_layers=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-        encoder_attention_heads=2, decoder_attention_heads=2, num_queries=10, max_text_len=32,
-        use_pretrained_backbone=False)
-    torch.manual_seed(0)
-    GroundingDinoForObjectDetection(cfg).save_pretrained(str(gdir))
-    GroundingDinoProcessor(image_processor=GroundingDinoImageProcessor(
-        size={"shortest_edge": 96, "longest_edge": 160}), tokenizer=tok).save_pretrained(str(gdir))
-    scfg = SamConfig(
-        vision_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, mlp_dim=64, image_size=256,
-                           patch_size=16, output_channels=32, global_attn_indexes=[0], window_size=4,
-                           num_pos_feats=16),
-        prompt_encoder_config=dict(hidden_size=32, image_size=256, patch_size=16, mask_input_channels=4),
-        mask_decoder_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, mlp_dim=64,
-                                 iou_head_hidden_dim=32))
-    SamModel(scfg).save_pretrained(str(sdir))
-    SamProcessor(image_processor=SamImageProcessor(size={"longest_edge": 256},
-                                                   pad_size={"height": 256, "width": 256})).save_pretrained(str(sdir))
-    return {"bpm_groundingdino": str(gdir), "bpm_sam": str(sdir)}
+    """Random tiny transformers GroundingDINO + SAM folders (editmetrics.tiny)."""
+    return write_grounding(str(tmp_path_factory.mktemp("grounding")), seed=0)
 
 
 def test_grounded_bpm_end_to_end(scene, clip, grounding_models, tmp_path, monkeypatch):

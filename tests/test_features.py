@@ -1,7 +1,5 @@
 """Feature store: agreement with direct open_clip, de-duplication, regions, disk cache."""
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -10,30 +8,16 @@ from skimage import data
 
 from editmetrics.features import FeatureStore, content_hash
 from editmetrics.metric import MetricError
-
-TINY = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-}
-
+from editmetrics.tiny import load_open_clip, write_open_clip
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """A random tiny open_clip model saved as config JSON + safetensors."""
-    import open_clip
-    from safetensors.torch import save_file
-
+    """A random tiny open_clip model saved as config JSON + safetensors (editmetrics.tiny),
+    and the same files loaded back with plain open_clip for direct comparisons."""
     root = tmp_path_factory.mktemp("tinyclip")
-    cfg = root / "tinyclip_feat.json"
-    cfg.write_text(json.dumps(TINY))
-    open_clip.add_model_config(str(cfg))
-    torch.manual_seed(0)
-    model, _, preprocess = open_clip.create_model_and_transforms("tinyclip_feat", pretrained=None)
-    weights = root / "tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
-    return {"spec": f"{cfg}:{weights}", "model": model.eval(), "preprocess": preprocess,
-            "tokenizer": open_clip.get_tokenizer("tinyclip_feat"), "root": root}
+    spec = write_open_clip(str(root), name="tinyclip_feat", seed=0)
+    model, preprocess, tokenizer = load_open_clip(spec)
+    return {"spec": spec, "model": model, "preprocess": preprocess, "tokenizer": tokenizer, "root": root}
 
 
 def _direct_image(tiny, uint8):

@@ -1,8 +1,6 @@
 """Semantic metrics on a tiny random open_clip model: identities, regions,
 agreement with a direct open_clip computation, per-metric errors."""
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -12,12 +10,8 @@ from skimage import data
 from editmetrics import score_records
 from editmetrics.metrics.regions import box_in
 from editmetrics.metrics.semantic import COCO_CLASSES, RC_TEMPLATE
+from editmetrics.tiny import load_open_clip, write_open_clip
 
-TINY = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-}
 METRICS = ["clip_i", "clip_i@target", "dir_i", "dir_s", "editability_label", "clip_dir", "clip_t",
            "clip_t(scale=clipscore)", "clip_gc", "clip_rc"]
 
@@ -30,17 +24,9 @@ def _save(path, arr):
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A tiny random CLIP (config JSON + safetensors) and a folder of small edits."""
-    import open_clip
-    from safetensors.torch import save_file
-
     root = tmp_path_factory.mktemp("semantic")
-    cfg = root / "tinyclip_sem.json"
-    cfg.write_text(json.dumps(TINY))
-    open_clip.add_model_config(str(cfg))
-    torch.manual_seed(1)
-    model, _, preprocess = open_clip.create_model_and_transforms("tinyclip_sem", pretrained=None)
-    weights = root / "tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    spec = write_open_clip(str(root / "clip"), name="tinyclip_sem", seed=1)
+    model, preprocess, tokenizer = load_open_clip(spec)
 
     src = np.asarray(Image.fromarray(data.astronaut()).resize((96, 96), Image.BICUBIC))
     other = np.asarray(Image.fromarray(data.coffee()).resize((96, 96), Image.BICUBIC))
@@ -58,8 +44,7 @@ def world(tmp_path_factory):
         "source": src, "target": target, "outside": outside, "other": other,
         "surrogate": surrogate, "edited_surrogate": edited_surrogate}.items()}
     Image.fromarray(mask.astype(np.uint8) * 255).save(root / "mask.png")
-    return {"root": root, "spec": f"{cfg}:{weights}", "model": model.eval(), "preprocess": preprocess,
-            "tokenizer": open_clip.get_tokenizer("tinyclip_sem"), "n": names,
+    return {"root": root, "spec": spec, "model": model, "preprocess": preprocess, "tokenizer": tokenizer, "n": names,
             "arrays": {"source": src, "target": target, "other": other, "surrogate": surrogate,
                        "edited_surrogate": edited_surrogate, "outside": outside}, "mask": mask}
 

@@ -15,53 +15,33 @@ from editmetrics.backbones import check_tokenizer
 from editmetrics.metric import MetricError
 
 
-def _write_clip_vocab(folder):
-    from open_clip.tokenizer import SimpleTokenizer
-
-    tok = SimpleTokenizer()
-    (folder / "vocab.json").write_text(json.dumps(tok.encoder))
-    merges = sorted(tok.bpe_ranks.items(), key=lambda kv: kv[1])
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m, _ in merges) + "\n")
-
-
 @pytest.fixture(scope="module")
 def hf(tmp_path_factory):
+    """Tiny transformers CLIP and DINOv2 folders (editmetrics.tiny), loaded back
+    with plain transformers for direct comparisons, and a CLIP folder whose
+    tokenizer is the broken 2-token one."""
+    import shutil
+
     import transformers as tf
+
+    from editmetrics.tiny import write_dinov2, write_hf_clip
 
     root = tmp_path_factory.mktemp("hf")
     clip_dir, broken_dir, dino_dir = root / "clip", root / "broken", root / "dino"
-    for d in (clip_dir, broken_dir, dino_dir):
-        d.mkdir()
-    _write_clip_vocab(clip_dir)
-    tok = tf.CLIPTokenizer(str(clip_dir / "vocab.json"), str(clip_dir / "merges.txt"))
-    torch.manual_seed(0)
-    cfg = tf.CLIPConfig(
-        text_config={"vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-                         "num_attention_heads": 2, "max_position_embeddings": 77,
-                         "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
-                           "image_size": 32, "patch_size": 8},
-        projection_dim=16,
-    )
-    clip = tf.CLIPModel(cfg).eval()
-    proc = tf.CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    for d in (clip_dir, broken_dir):
-        clip.save_pretrained(d)
-        proc.save_pretrained(d)
-    tok.save_pretrained(clip_dir)
-    # the trap: a tokenizer that knows two tokens maps every word to one id
+    write_hf_clip(str(clip_dir), seed=0)
+    write_dinov2(str(dino_dir), seed=0)
+    clip = tf.CLIPModel.from_pretrained(str(clip_dir)).eval()
+    proc = tf.CLIPImageProcessor.from_pretrained(str(clip_dir))
+    tok = tf.CLIPTokenizer.from_pretrained(str(clip_dir))
+    dino = tf.Dinov2Model.from_pretrained(str(dino_dir)).eval()
+    dproc = tf.BitImageProcessor.from_pretrained(str(dino_dir))
+    # the trap: the same model with a tokenizer that knows two tokens maps every word to one id
+    shutil.copytree(clip_dir, broken_dir, ignore=shutil.ignore_patterns("vocab.json", "merges.txt", "tokenizer*",
+                                                                          "special_tokens_map.json"))
     (root / "v2.json").write_text(json.dumps({"<|startoftext|>": 0, "<|endoftext|>": 1}))
     (root / "m2.txt").write_text("#version: 0.2\n")
     broken = tf.CLIPTokenizer(str(root / "v2.json"), str(root / "m2.txt"))
     broken.save_pretrained(broken_dir)
-
-    dcfg = tf.Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8)
-    dino = tf.Dinov2Model(dcfg).eval()
-    dproc = tf.BitImageProcessor(size={"shortest_edge": 36}, crop_size={"height": 32, "width": 32},
-                                 image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
-                                 do_convert_rgb=True)
-    dino.save_pretrained(dino_dir)
-    dproc.save_pretrained(dino_dir)
 
     imgs = root / "img"
     imgs.mkdir()
