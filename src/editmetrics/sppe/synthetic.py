@@ -21,12 +21,13 @@ real SPPE data. What is simulated (docs/sppe.md):
 from __future__ import annotations
 
 import json
-import logging
 import os
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
+
+from ..tiny import write_open_clip
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "immunohistochemistry", "hubble_deep_field",
           "retina", "page", "coins", "moon", "text", "brick", "grass", "gravel", "colorwheel", "cell", "clock")
@@ -41,11 +42,6 @@ INSTRUCTIONS = (
     "change the background to a night scene",
     "make it look futuristic",
 )
-TINY_CLIP = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-}
 
 
 def photo(name: str, size: int) -> np.ndarray:
@@ -122,26 +118,8 @@ def apply_edit(image: np.ndarray, mask: np.ndarray, instruction: str) -> np.ndar
 
 def write_tiny_clip(folder: str, seed: int = 0) -> str:
     """A random tiny open_clip (real architecture, 3.4M parameters) saved as a
-    model-config JSON + safetensors; returns its backbone spec."""
-    import open_clip
-    import torch
-    from safetensors.torch import save_file
-
-    os.makedirs(folder, exist_ok=True)
-    cfg = os.path.join(folder, "tinyclip_sppe.json")
-    weights = os.path.join(folder, "tinyclip_sppe.safetensors")
-    with open(cfg, "w", encoding="utf-8") as fh:
-        json.dump(TINY_CLIP, fh)
-    open_clip.add_model_config(cfg)
-    torch.manual_seed(seed)
-    level = logging.getLogger().level
-    logging.getLogger().setLevel(logging.ERROR)  # open_clip logs "randomly initialised": intended here
-    try:
-        model = open_clip.create_model("tinyclip_sppe", pretrained=None)
-    finally:
-        logging.getLogger().setLevel(level)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, weights)
-    return f"{os.path.abspath(cfg)}:{os.path.abspath(weights)}"
+    model-config JSON + safetensors; returns its backbone spec (``editmetrics.tiny``)."""
+    return write_open_clip(folder, name="tinyclip_sppe", seed=seed)
 
 
 def _save(array: np.ndarray, path: str) -> None:
