@@ -62,16 +62,18 @@ def main() -> None:
     parser.add_argument("--_rss", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    if args._rss:  # child mode: one end-to-end run, print max RSS in MiB
-        import resource
-
+    if args._rss:  # child mode: one end-to-end run, print peak RSS in MiB
         from editmetrics import score_file
 
         out = args._rss + ".out.jsonl"
         if os.path.exists(out):
             os.remove(out)
         score_file(args._rss, ["psnr", "ssim"], out, progress=False)
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking
+        # parent (which holds torch here); VmHWM belongs to this program alone
+        with open("/proc/self/status") as fh:
+            hwm_kib = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+        print(hwm_kib / 1024)
         return
 
     import torch

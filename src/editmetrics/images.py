@@ -41,7 +41,8 @@ def _open(path: str) -> Image.Image:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageLoadError(f"cannot decode image {path}: {exc}") from None
     try:
-        return ImageOps.exif_transpose(img)
+        ImageOps.exif_transpose(img, in_place=True)  # in place: no copy when upright
+        return img
     except Exception as exc:  # noqa: BLE001 - broken EXIF must not hide the pixels' error
         raise ImageLoadError(f"cannot apply EXIF orientation of {path}: {exc}") from None
 
@@ -61,7 +62,7 @@ def to_float_rgb(img: Image.Image) -> np.ndarray:
         gray = np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
         return np.repeat(gray[..., None], 3, axis=2)
     if mode in ("1", "L"):
-        gray = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+        gray = _scaled(img.convert("L"), 255.0)
         return np.repeat(gray[..., None], 3, axis=2)
     if mode in ("LA", "RGBA", "PA", "La", "RGBa"):
         rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
@@ -69,7 +70,15 @@ def to_float_rgb(img: Image.Image) -> np.ndarray:
         return rgba[..., :3] * alpha + ALPHA_BACKGROUND * (1.0 - alpha)
     if mode != "RGB":
         img = img.convert("RGB")  # CMYK, YCbCr, LAB, HSV: PIL's conversion
-    return np.asarray(img, dtype=np.float32) / 255.0
+    return _scaled(img, 255.0)
+
+
+def _scaled(img: Image.Image, scale: float) -> np.ndarray:
+    """float32 pixels divided by ``scale``, in place (one allocation, not two)."""
+    arr = np.asarray(img, dtype=np.float32)
+    if not arr.flags.writeable:
+        arr = arr.copy()
+    return np.divide(arr, np.float32(scale), out=arr)
 
 
 def load_image(path: str) -> np.ndarray:
