@@ -190,3 +190,29 @@ def test_usage_errors_exit_2(tmp_path):
     proc = run_cli("score", "--pairs", dup, "--metrics", "psnr", "--out", str(tmp_path / "o.jsonl"))
     assert proc.returncode == 2 and "duplicate id '1'" in proc.stderr
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_parallel_scoring_keeps_input_order_and_matches_sequential(tmp_path):
+    """Thread-safe metrics score several batches at once; rows stay in input order."""
+    from editmetrics.runner import InProcessExecutor, RunContext, Scorer, resolve_metrics
+    from editmetrics.records import EditRecord
+
+    src = photo("rocket", (64, 48))
+    save(src, tmp_path / "s.png")
+    rng = np.random.default_rng(3)
+    records = []
+    for i in range(23):
+        noisy = np.clip(src + rng.normal(0, 2 + i, src.shape), 0, 255).astype(np.uint8)
+        records.append(EditRecord(id=f"r{i}", fields={"source": "s.png", "edited": save(noisy, tmp_path / f"e{i}.png")},
+                                  base_dir=str(tmp_path), line=i + 1))
+    registry = Registry()
+    registry.load_entry_points()
+    scorer = Scorer(resolve_metrics(["psnr", "ssim", "l1"], registry), RunContext())
+    assert scorer.thread_safe
+    executor = InProcessExecutor(workers=2)
+    parallel = list(executor.run(scorer.load, scorer.score, records, 2, parallel_score=True))
+    sequential = list(executor.run(scorer.load, scorer.score, records, 2))
+    assert [r["id"] for r in parallel] == [f"r{i}" for i in range(23)]
+    assert parallel == sequential
+    psnr = [r["scores"]["psnr"] for r in parallel]
+    assert psnr == sorted(psnr, reverse=True)  # more noise, lower PSNR: order kept

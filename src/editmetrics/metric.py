@@ -84,6 +84,7 @@ class Metric:
     - ``reference``: the default reference field (``@FIELD`` overrides it), or
       ``None`` for metrics that compare nothing.
     - ``params``: name -> ``Param``.
+    - ``thread_safe``: compute() is pure (no state, no shared service).
     """
 
     id: ClassVar[str]
@@ -94,6 +95,9 @@ class Metric:
     optional_fields: ClassVar[tuple[str, ...]] = ()
     reference: ClassVar[str | None] = "source"
     params: ClassVar[dict[str, Param]] = {}
+    # True when compute() keeps no state and calls no shared service, so the
+    # runner may score several batches at once in threads (pure numpy/OpenCV).
+    thread_safe: ClassVar[bool] = False
 
     def __init__(self, reference: str | None = None, **params: Any):
         self.ref = reference if reference is not None else type(self).reference

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Protocol
@@ -170,6 +171,8 @@ class Scorer:
                 # e.g. weights missing: every record gets this reason, the run goes on
                 bm.setup_error = _reason(exc)
         self.image_fields, self.mask_fields = self._fields_to_load()
+        # several batches may be scored at once only when no metric shares state
+        self.thread_safe = all(bm.metric.thread_safe for bm in metrics) and not ctx.services
 
     def _fields_to_load(self) -> tuple[list[str], list[str]]:
         wanted: list[str] = []
@@ -308,7 +311,9 @@ class Executor(Protocol):
 
     The in-process executor is the default. A distributed one (e.g. on Ray)
     implements the same method: both callables are picklable bound methods of
-    a ``Scorer``, so nothing in the metrics changes.
+    a ``Scorer``, so nothing in the metrics changes. ``parallel_score`` says
+    that ``score`` may run on several batches at once (every metric of the run
+    is thread-safe and uses no shared service).
     """
 
     def run(
@@ -317,20 +322,30 @@ class Executor(Protocol):
         score: Callable[[list[LoadedRecord]], list[dict]],
         records: Iterable[EditRecord],
         batch_size: int,
+        parallel_score: bool = False,
     ) -> Iterator[dict]: ...
 
 
 class InProcessExecutor:
-    """Decodes ahead in a thread pool (PIL releases the GIL), scores in this thread."""
+    """Decodes in a thread pool (PIL and OpenCV release the GIL).
 
-    def __init__(self, workers: int = 2, lookahead_batches: int = 2):
-        self.workers = workers
+    Default: decoding runs ahead in the pool while this thread scores. With
+    ``parallel_score``, whole batches (decode + score) run in the pool, so
+    pixel-only runs use every core. Either way at most
+    ``workers * lookahead_batches`` batches are in flight: memory stays flat.
+    """
+
+    def __init__(self, workers: int | None = None, lookahead_batches: int = 2):
+        self.workers = workers or min(4, os.cpu_count() or 1)
         self.lookahead_batches = lookahead_batches
 
-    def run(self, load, score, records, batch_size) -> Iterator[dict]:
+    def run(self, load, score, records, batch_size, parallel_score=False) -> Iterator[dict]:
+        if parallel_score:
+            yield from self._run_batches_in_pool(load, score, records, batch_size)
+            return
         window = max(1, batch_size * self.lookahead_batches)
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="editmetrics-decode") as pool:
-            pending: list = []
+            pending: deque = deque()
             batch: list[LoadedRecord] = []
             iterator = iter(records)
             exhausted = False
@@ -342,12 +357,37 @@ class InProcessExecutor:
                         exhausted = True
                 if not pending:
                     break
-                batch.append(pending.pop(0).result())
+                batch.append(pending.popleft().result())
                 if len(batch) == batch_size or (exhausted and not pending):
                     yield from score(batch)
                     batch = []
             if batch:
                 yield from score(batch)
+
+    def _run_batches_in_pool(self, load, score, records, batch_size) -> Iterator[dict]:
+        def work(batch: list[EditRecord]) -> list[dict]:
+            return score([load(record) for record in batch])
+
+        limit = self.workers * self.lookahead_batches
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="editmetrics-score") as pool:
+            pending: deque = deque()
+            for batch in _batches(records, batch_size):
+                pending.append(pool.submit(work, batch))
+                if len(pending) >= limit:
+                    yield from pending.popleft().result()
+            while pending:
+                yield from pending.popleft().result()
+
+
+def _batches(records: Iterable[EditRecord], size: int) -> Iterator[list[EditRecord]]:
+    batch: list[EditRecord] = []
+    for record in records:
+        batch.append(record)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 # ---------------------------------------------------------------------------
@@ -439,7 +479,7 @@ def score_file(
                      settings=settings or {}, registry=registry)
     scorer = Scorer(bound, ctx)
     executor = executor or InProcessExecutor()
-    rows = executor.run(scorer.load, scorer.score, todo, batch_size)
+    rows = executor.run(scorer.load, scorer.score, todo, batch_size, parallel_score=scorer.thread_safe)
     written, failed = append_rows(out, rows, len(todo), lambda row: bool(row["errors"]), progress, on_row)
     return RunResult(out=out, written=written, skipped=len(records) - len(todo), failed_records=failed)
 
@@ -487,7 +527,8 @@ def score_records(
         EditRecord(id=r.get("id", i), fields=dict(r), base_dir=os.path.abspath(base_dir), line=i)
         for i, r in enumerate(records, start=1)
     ]
-    return list(InProcessExecutor().run(scorer.load, scorer.score, items, batch_size))
+    return list(InProcessExecutor().run(scorer.load, scorer.score, items, batch_size,
+                                        parallel_score=scorer.thread_safe))
 
 
 def _progress(total: int, enabled: bool | None, desc: str = "scoring"):

@@ -59,6 +59,7 @@ class _PairMetric(Metric):
     fields = ("edited",)
     optional_fields = ("mask",)
     reference = "source"
+    thread_safe = True  # numpy/OpenCV on the record's own arrays
 
     def images(self, rec) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Edited and reference at the reference's size, and the selected region (or None)."""
@@ -185,6 +186,8 @@ class SSIM(_PairMetric):
 
 class _PiqMetric(_PairMetric):
     """Runs one of piq's weight-free full-reference metrics on (1, 3, H, W) tensors."""
+
+    thread_safe = False  # torch already uses every core inside one call
 
     piq_function: str
     min_side = 1
