@@ -22,7 +22,6 @@ not counted.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -33,50 +32,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def build_tiny(root: str) -> dict:
     """Random tiny CLIP / GroundingDINO / SAM from their real architectures."""
-    import open_clip
-    import torch
-    from safetensors.torch import save_file
-    from transformers import (BertConfig, BertTokenizerFast, GroundingDinoConfig, GroundingDinoForObjectDetection,
-                              GroundingDinoImageProcessor, GroundingDinoProcessor, SamConfig, SamImageProcessor,
-                              SamModel, SamProcessor, SwinConfig)
+    from editmetrics.tiny import write_grounding, write_open_clip
 
-    torch.manual_seed(0)
-    cfg = os.path.join(root, "benchclip.json")
-    with open(cfg, "w") as fh:
-        json.dump({"embed_dim": 32, "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16,
-                                                   "head_width": 32},
-                   "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}, fh)
-    open_clip.add_model_config(cfg)
-    model, _, _ = open_clip.create_model_and_transforms("benchclip", pretrained=None)
-    weights = os.path.join(root, "clip.safetensors")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, weights)
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "a", "the", "cat", "rocket", "astronaut", "cup"]
-    vocab = os.path.join(root, "vocab.txt")
-    with open(vocab, "w") as fh:
-        fh.write("\n".join(words) + "\n")
-    gdir, sdir = os.path.join(root, "gdino"), os.path.join(root, "sam")
-    gcfg = GroundingDinoConfig(
-        backbone_config=SwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], window_size=7,
-                                   out_features=["stage2", "stage3", "stage4"]),
-        text_config=BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                               intermediate_size=64, max_position_embeddings=64),
-        d_model=32, num_feature_levels=3, encoder_layers=1, decoder_layers=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-        encoder_attention_heads=2, decoder_attention_heads=2, num_queries=10, max_text_len=32,
-        use_pretrained_backbone=False)
-    GroundingDinoForObjectDetection(gcfg).save_pretrained(gdir)
-    GroundingDinoProcessor(image_processor=GroundingDinoImageProcessor(
-        size={"shortest_edge": 128, "longest_edge": 192}), tokenizer=BertTokenizerFast(
-        vocab_file=vocab, do_lower_case=True)).save_pretrained(gdir)
-    scfg = SamConfig(
-        vision_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, mlp_dim=64, image_size=256,
-                           patch_size=16, output_channels=32, global_attn_indexes=[0], window_size=4, num_pos_feats=16),
-        prompt_encoder_config=dict(hidden_size=32, image_size=256, patch_size=16, mask_input_channels=4),
-        mask_decoder_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, mlp_dim=64,
-                                 iou_head_hidden_dim=32))
-    SamModel(scfg).save_pretrained(sdir)
-    SamProcessor(image_processor=SamImageProcessor(size={"longest_edge": 256},
-                                                   pad_size={"height": 256, "width": 256})).save_pretrained(sdir)
-    return {"clip": f"{cfg}:{weights}", "bpm_groundingdino": gdir, "bpm_sam": sdir}
+    settings = {"clip": write_open_clip(os.path.join(root, "clip"), name="benchclip")}
+    settings.update(write_grounding(root))
+    return settings
 
 
 def main() -> None:
