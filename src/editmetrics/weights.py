@@ -195,16 +195,12 @@ def locate_open_clip(arch: str, tag: str, settings: dict) -> Located:
     cfg, names, source = open_clip_tag_files(arch, tag)
     home = os.path.join(weights_dir(settings), "open_clip", arch, tag)
     found = Located(None, expected_name=names[0] if names else "", home=home, source=source)
-    for name in names:
-        candidate = os.path.join(home, name)
-        found.searched.append(candidate)
-        if os.path.isfile(candidate):
-            found.path = candidate
-            return found
-    # open_clip's own URL cache, then the Hugging Face cache (read, never fetched)
+    # our weights folder, then open_clip's own URL cache, then the Hugging Face cache (read, never fetched)
+    candidates = [os.path.join(home, name) for name in names]
     url = cfg.get("url", "")
     if url:
-        candidate = os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(url))
+        candidates.append(os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(url)))
+    for candidate in candidates:
         found.searched.append(candidate)
         if os.path.isfile(candidate):
             found.path = candidate
