@@ -46,6 +46,12 @@ if [ $want_test = 1 ]; then
   # The pyiqa plugin is tested but not installed for plain use: pyiqa is
   # PolyForm Noncommercial (plugins/editmetrics-pyiqa/LICENSE-NOTE.md).
   pip_install -e plugins/editmetrics-pyiqa
+  # BPM's original-checkpoint grounder (gdino-sam-original) is tested with tiny
+  # models; groundingdino-py goes in without its deps (its metadata pins
+  # opencv-python, which clashes with opencv-python-headless, and supervision);
+  # the plugin declares what groundingdino's model code really imports.
+  pip_install --no-deps groundingdino-py==0.4.0
+  pip_install -e plugins/editmetrics-grounding-original
 fi
 for plugin in plugins/*/; do
   [ -f "$plugin/pyproject.toml" ] || continue
