@@ -146,3 +146,24 @@ def test_bootstrap_kendall_matches_scipy_on_each_resample_with_ties():
     got = _kendall_bootstrap(x, y, idx)
     for k in range(9):
         assert abs(got[k] - st.kendalltau(x[idx[k]], y[idx[k]]).statistic) < 1e-12
+
+
+def test_summary_separates_failures_from_not_applicable_and_inf_std():
+    from editmetrics.stats import summarize
+
+    rows = [
+        # a global edit: BPM's size judge does not apply, no error recorded
+        {"id": "a", "category": "g", "scores": {"bpm": 0.5, "bpm.s_size": None, "psnr": float("inf")}, "errors": {}},
+        # a real failure: the metric's error covers its component keys too
+        {"id": "b", "category": "g", "scores": {"bpm": None, "bpm.s_size": None, "psnr": float("inf")},
+         "errors": {"bpm": "grounding failed"}},
+        {"id": "c", "category": "l", "scores": {"bpm": 0.7, "bpm.s_size": 1.0, "psnr": None},
+         "errors": {"psnr": "missing file"}},
+    ]
+    s = summarize(rows)
+    assert (s["overall"]["bpm.s_size"]["failures"], s["overall"]["bpm.s_size"]["not_applicable"]) == (1, 1)
+    assert (s["overall"]["bpm"]["failures"], s["overall"]["bpm"]["not_applicable"]) == (1, 0)
+    assert s["overall"]["psnr"]["failures"] == 1
+    # two identical images each: mean inf, std undefined (None, not nan)
+    assert s["overall"]["psnr"]["mean"] == float("inf") and s["overall"]["psnr"]["std"] is None
+    assert s["groups"]["g"]["bpm.s_size"]["not_applicable"] == 1

@@ -58,12 +58,12 @@ def print_summary(summary: dict) -> None:
     def table(stats: dict, title: str) -> None:
         click.echo(title)
         width = max([len("metric")] + [len(k) for k in stats])
-        click.echo(f"  {'metric':<{width}}  {'n':>5}  {'mean':>9}  {'std':>9}  {'95% CI':>21}  {'failed':>6}")
+        click.echo(f"  {'metric':<{width}}  {'n':>5}  {'mean':>9}  {'std':>9}  {'95% CI':>21}  {'failed':>6}  {'n/a':>5}")
         for key, s in stats.items():
             ci = f"[{format_number(s['ci95'][0])}, {format_number(s['ci95'][1])}]"
             click.echo(
                 f"  {key:<{width}}  {s['n']:>5}  {format_number(s['mean']):>9}  {format_number(s['std']):>9}"
-                f"  {ci:>21}  {s['failures']:>6}"
+                f"  {ci:>21}  {s['failures']:>6}  {s.get('not_applicable', 0):>5}"
             )
 
     table(summary["overall"], "Summary (mean with 95% bootstrap interval):")

@@ -305,11 +305,12 @@ def _score_keys(rows: list[dict]) -> list[str]:
 
 def _stats_table(stats: dict) -> str:
     out = ['<table class="summary"><thead><tr><th class="text">metric</th><th>n</th><th>mean</th><th>std</th>'
-           '<th>95% CI</th><th>failed</th></tr></thead><tbody>']
+           '<th>95% CI</th><th>failed</th><th>n/a</th></tr></thead><tbody>']
     for key, s in stats.items():
         ci = f"[{fmt(s['ci95'][0])}, {fmt(s['ci95'][1])}]"
         out.append(f'<tr><td class="text">{esc(key)}</td><td>{s["n"]}</td><td>{esc(fmt(s["mean"]))}</td>'
-                   f'<td>{esc(fmt(s["std"]))}</td><td>{esc(ci)}</td><td>{s["failures"]}</td></tr>')
+                   f'<td>{esc(fmt(s["std"]))}</td><td>{esc(ci)}</td><td>{s["failures"]}</td>'
+                   f'<td>{s.get("not_applicable", 0)}</td></tr>')
     out.append("</tbody></table>")
     return "".join(out)
 

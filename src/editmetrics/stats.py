@@ -28,45 +28,59 @@ def bootstrap_ci(values, stat=np.mean, n_boot: int = BOOTSTRAP_SAMPLES, level: f
     return float(np.quantile(stats, alpha)), float(np.quantile(stats, 1.0 - alpha))
 
 
-def describe(values: list[float], failures: int) -> dict:
-    """n, mean, std (ddof=1), 95% bootstrap interval of the mean, failures."""
+def describe(values: list[float], failures: int, not_applicable: int = 0) -> dict:
+    """n, mean, std (ddof=1), 95% bootstrap interval of the mean, failures
+    (null scores with a recorded error) and not_applicable (null scores with
+    none, e.g. BPM's size judge on a global edit). The std of values holding
+    an infinity (PSNR of identical images) is undefined: None, not nan."""
     data = np.asarray(values, dtype=np.float64)
     n = int(data.size)
+    counts = {"failures": failures, "not_applicable": not_applicable}
     if n == 0:
-        return {"n": 0, "mean": None, "std": None, "ci95": [None, None], "failures": failures}
+        return {"n": 0, "mean": None, "std": None, "ci95": [None, None], **counts}
     with np.errstate(invalid="ignore"):
         mean = float(data.mean())
         std = float(data.std(ddof=1)) if n > 1 else 0.0
     low, high = bootstrap_ci(data)
-    return {"n": n, "mean": mean, "std": std, "ci95": [low, high], "failures": failures}
+    return {"n": n, "mean": mean, "std": std if math.isfinite(std) else None, "ci95": [low, high], **counts}
+
+
+def _has_error(row: dict, key: str) -> bool:
+    """Whether a null score ``key`` comes with a recorded error: the errors are
+    keyed by metric (``bpm``), its components by ``metric.part`` (``bpm.s_size``)."""
+    errors = row.get("errors") or {}
+    return any(key == name or key.startswith(name + ".") for name in errors)
 
 
 def summarize(rows: Iterable[dict], by: str | None = "category") -> dict:
     """Per score key: overall statistics and, when rows carry ``by``, per group."""
     values: dict[str, list[float]] = defaultdict(list)
     fails: dict[str, int] = defaultdict(int)
+    skips: dict[str, int] = defaultdict(int)
     groups: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     group_fails: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    group_skips: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     keys: list[str] = []
     for row in rows:
         group = row.get(by) if by else None
         for key, value in row.get("scores", {}).items():
-            if key not in values and key not in fails:
+            if key not in keys:
                 keys.append(key)
             if value is None:
-                fails[key] += 1
+                failed = _has_error(row, key)
+                (fails if failed else skips)[key] += 1
                 if group is not None:
-                    group_fails[str(group)][key] += 1
+                    (group_fails if failed else group_skips)[str(group)][key] += 1
             else:
                 values[key].append(float(value))
                 if group is not None:
                     groups[str(group)][key].append(float(value))
-    out = {"overall": {k: describe(values[k], fails[k]) for k in keys}}
-    if groups or group_fails:
+    out = {"overall": {k: describe(values[k], fails[k], skips[k]) for k in keys}}
+    if groups or group_fails or group_skips:
         out["by"] = by
         out["groups"] = {
-            g: {k: describe(groups[g][k], group_fails[g][k]) for k in keys}
-            for g in sorted(set(groups) | set(group_fails))
+            g: {k: describe(groups[g][k], group_fails[g][k], group_skips[g][k]) for k in keys}
+            for g in sorted(set(groups) | set(group_fails) | set(group_skips))
         }
     return out
 
