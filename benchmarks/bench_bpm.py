@@ -12,6 +12,11 @@ and prints where the time goes. Models are given by path:
     # are NOT comparable with the paper; they check the plumbing and batching)
     .venv/bin/python benchmarks/bench_bpm.py --tiny --n 16 --ground
 
+    # the paper's architectures at full size with RANDOM weights (GroundingDINO
+    # Swin-T OGC + BERT-base, SAM ViT-H, CLIP ViT-L/14): the times are real
+    # (same layers, same input sizes), the scores are meaningless
+    .venv/bin/python benchmarks/bench_bpm.py --random-paper-sized --device cuda --n 64 --ground
+
 ``--ground`` drops the records' masks/boxes so every record goes through
 grounding, as in the paper. ``--parser llm --llm FILE.gguf`` times the LLM
 parser (parses are cached per instruction text: the cold cost per unique
@@ -30,12 +35,14 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def build_tiny(root: str) -> dict:
-    """Random tiny CLIP / GroundingDINO / SAM from their real architectures."""
+def build_random(root: str, paper_sized: bool) -> dict:
+    """Random CLIP / GroundingDINO / SAM from their real architectures: tiny,
+    or at the paper's sizes (CLIP ViT-L/14, Swin-T OGC + BERT-base, SAM ViT-H)."""
     from editmetrics.tiny import write_grounding, write_open_clip
 
-    settings = {"clip": write_open_clip(os.path.join(root, "clip"), name="benchclip")}
-    settings.update(write_grounding(root))
+    arch = "ViT-L-14" if paper_sized else None
+    settings = {"clip": write_open_clip(os.path.join(root, "clip"), name="benchclip", arch=arch)}
+    settings.update(write_grounding(root, paper_sized=paper_sized))
     return settings
 
 
@@ -52,7 +59,12 @@ def main() -> None:
     ap.add_argument("--llm", help="GGUF file for --parser llm")
     ap.add_argument("--ground", action="store_true", help="ignore the records' masks/boxes: ground every record")
     ap.add_argument("--tiny", action="store_true", help="random tiny models (plumbing check, not comparable)")
+    ap.add_argument("--random-paper-sized", action="store_true",
+                    help="the paper's architectures at full size, random weights (real timing, meaningless scores)")
     ap.add_argument("--box-threshold", type=float, default=None, help="default: 0.3, or 0.0 with --tiny")
+    ap.add_argument("--max-detections", type=int, default=None,
+                    help="boxes kept per phrase (setting bpm_max_detections); default: all, or 3 with random "
+                         "weights, whose detector fires everywhere (a trained one finds a few boxes per phrase)")
     args = ap.parse_args()
 
     from editmetrics.bpm.parsing import ParseService, make_parser
@@ -67,12 +79,19 @@ def main() -> None:
     import shutil
 
     atexit.register(shutil.rmtree, tmp, True)  # the tiny models live only for this run
-    if args.tiny:
-        settings.update(build_tiny(tmp))
+    if args.tiny or args.random_paper_sized:
+        t_build = time.perf_counter()
+        settings.update(build_random(tmp, paper_sized=args.random_paper_sized))
+        print(f"built random models in {time.perf_counter() - t_build:.1f} s", flush=True)
     for key, value in (("clip", args.clip), ("bpm_groundingdino", args.groundingdino), ("bpm_sam", args.sam),
                        ("bpm_llm", args.llm)):
         if value:
             settings[key] = value
+    max_det = args.max_detections
+    if max_det is None and (args.tiny or args.random_paper_sized):
+        max_det = 3
+    if max_det:
+        settings["bpm_max_detections"] = max_det
     threshold = args.box_threshold if args.box_threshold is not None else (0.0 if args.tiny else 0.3)
 
     base = list(read_pairs(args.pairs))
@@ -124,6 +143,7 @@ def main() -> None:
     grounding = [s for name, s in ctx.services.items() if name.startswith("bpm.grounder:")]
     for g in grounding:
         g.timings["grounding"] = 0.0
+        g.counts.update(phrases=0, detections=0)
     clip_time[0] = 0.0
     if "features" in ctx.services:
         # drop the warm-up's embeddings: repeats *within* the timed pass still hit
@@ -149,12 +169,19 @@ def main() -> None:
           f"{'grounding every record' if args.ground else 'masks/boxes from the records where given'}")
     if args.tiny:
         print("  tiny random models: a plumbing check, not comparable with the paper's 1.5 s/image")
+    if args.random_paper_sized:
+        print("  random weights at the paper's sizes (CLIP ViT-L/14, GroundingDINO Swin-T + BERT-base 800/1333, "
+              "SAM ViT-H 1024): times are real, scores meaningless; random boxes vary in number")
     print(f"  warm-up (model loading + first batch, not counted): {load_s:.2f} s")
     print(f"  cold parse per unique instruction ({len(texts)} unique): {1000 * cold_parse:.1f} ms")
     for name, secs in stages.items():
         print(f"  {name:<22} {1000 * secs / n:9.2f} ms/image")
     print(f"  {'image decoding, other':<22} {1000 * other / n:9.2f} ms/image")
     print(f"  {'total':<22} {1000 * total / n:9.2f} ms/image   (paper: 1500 ms/image on their GPU)")
+    phrases = sum(g.counts["phrases"] for g in grounding)
+    if phrases:
+        print(f"  grounding: {phrases} phrases, {sum(g.counts['detections'] for g in grounding) / phrases:.2f} "
+              f"boxes per phrase (box threshold {threshold})")
     store = ctx.services.get("features")
     if store is not None:
         print(f"  feature store: {store.stats}")

@@ -393,3 +393,16 @@ def test_batched_grounding_equals_one_by_one(grounding_models):
         for d, s in zip(dets, single):
             assert np.allclose(d.box, s.box, atol=1e-3) and abs(d.score - s.score) < 1e-5
             assert d.mask.shape == item[0].shape[:2] and (d.mask != s.mask).mean() < 1e-3
+
+
+def test_max_detections_keeps_the_highest_scoring_boxes(grounding_models):
+    from editmetrics.bpm.grounding import HFGroundingDinoSam
+
+    a = photo("astronaut", (96, 64)).astype(np.float32) / 255
+    (every,) = HFGroundingDinoSam(grounding_models, box_threshold=0.0, text_threshold=0.0).ground([(a, "astronaut")])
+    capped_g = HFGroundingDinoSam({**grounding_models, "bpm_max_detections": 2}, box_threshold=0.0,
+                                  text_threshold=0.0)
+    (capped,) = capped_g.ground([(a, "astronaut")])
+    assert len(every) > 2 and len(capped) == 2
+    assert [d.box for d in capped] == [d.box for d in every[:2]]
+    assert all(d.mask is not None for d in capped)

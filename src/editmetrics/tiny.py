@@ -53,18 +53,25 @@ def _seed(seed: int) -> None:
 
 # -- open_clip CLIP ------------------------------------------------------------
 
-def write_open_clip(folder: str, *, name: str = "tinyclip", seed: int = 0) -> str:
+def write_open_clip(folder: str, *, name: str = "tinyclip", seed: int = 0, arch: str | None = None) -> str:
     """Write a random tiny open_clip CLIP as ``NAME.json`` (model config) +
-    ``NAME.safetensors``; return its backbone spec ``CONFIG:WEIGHTS`` (setting ``clip``)."""
+    ``NAME.safetensors``; return its backbone spec ``CONFIG:WEIGHTS`` (setting ``clip``).
+
+    With ``arch`` (an open_clip model name such as ``ViT-L-14``) the model has
+    that architecture's full size instead, still random, and the spec is
+    ``ARCH:WEIGHTS`` (used to time the paper's models where no weights exist)."""
     import open_clip
     from safetensors.torch import save_file
 
     os.makedirs(folder, exist_ok=True)
     cfg = os.path.abspath(os.path.join(folder, f"{name}.json"))
     weights = os.path.abspath(os.path.join(folder, f"{name}.safetensors"))
-    with open(cfg, "w", encoding="utf-8") as fh:
-        json.dump(TINY_CLIP, fh)
-    open_clip.add_model_config(cfg)  # open_clip names a config file's model after its stem
+    if arch:
+        name = arch
+    else:
+        with open(cfg, "w", encoding="utf-8") as fh:
+            json.dump(TINY_CLIP, fh)
+        open_clip.add_model_config(cfg)  # open_clip names a config file's model after its stem
     _seed(seed)
     level = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)  # open_clip logs "randomly initialised": intended here
@@ -73,7 +80,7 @@ def write_open_clip(folder: str, *, name: str = "tinyclip", seed: int = 0) -> st
     finally:
         logging.getLogger().setLevel(level)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, weights)
-    return f"{cfg}:{weights}"
+    return f"{arch}:{weights}" if arch else f"{cfg}:{weights}"
 
 
 def load_open_clip(spec: str):
@@ -166,10 +173,17 @@ def write_dinov2(folder: str, *, seed: int = 0) -> str:
 
 # -- GroundingDINO + SAM (BPM grounding) ----------------------------------------
 
-def write_grounding(folder: str, *, seed: int = 0, words: tuple[str, ...] = GROUNDING_WORDS) -> dict[str, str]:
+def write_grounding(folder: str, *, seed: int = 0, words: tuple[str, ...] = GROUNDING_WORDS,
+                    paper_sized: bool = False) -> dict[str, str]:
     """Random tiny transformers GroundingDINO (Swin + 1-layer BERT, about 400k
     parameters) and SAM (about 100k) folders under ``folder``; returns the
-    settings ``{"bpm_groundingdino": DIR, "bpm_sam": DIR}``."""
+    settings ``{"bpm_groundingdino": DIR, "bpm_sam": DIR}``.
+
+    ``paper_sized=True`` builds the paper's architectures at full size instead
+    (GroundingDINO Swin-T OGC with BERT-base, 800/1333 input; SAM ViT-H, 1024
+    input), still with random weights: for timing where no weights exist
+    (``benchmarks/bench_bpm.py --random-paper-sized``). The BERT vocabulary is
+    ``words`` padded with ``[unusedN]`` to BERT's 30,522 entries."""
     from transformers import (BertConfig, BertTokenizerFast, GroundingDinoConfig, GroundingDinoForObjectDetection,
                               GroundingDinoImageProcessor, GroundingDinoProcessor, SamConfig, SamImageProcessor,
                               SamModel, SamProcessor, SwinConfig)
@@ -179,7 +193,20 @@ def write_grounding(folder: str, *, seed: int = 0, words: tuple[str, ...] = GROU
     vocab = os.path.join(folder, "bert-vocab.txt")
     with open(vocab, "w", encoding="utf-8") as fh:
         fh.write("\n".join(words) + "\n")
+    if paper_sized:
+        with open(vocab, "a", encoding="utf-8") as fh:
+            fh.write("".join(f"[unused{i}]\n" for i in range(30522 - len(words))))
     tok = BertTokenizerFast(vocab_file=vocab, do_lower_case=True)
+    if paper_sized:
+        _seed(seed)
+        GroundingDinoForObjectDetection(GroundingDinoConfig()).save_pretrained(gdir)  # defaults = Swin-T OGC
+        GroundingDinoProcessor(image_processor=GroundingDinoImageProcessor(), tokenizer=tok).save_pretrained(gdir)
+        os.remove(vocab)
+        vit_h = dict(hidden_size=1280, num_hidden_layers=32, num_attention_heads=16, mlp_dim=5120,
+                     global_attn_indexes=[7, 15, 23, 31])
+        SamModel(SamConfig(vision_config=vit_h)).save_pretrained(sdir)
+        SamProcessor(image_processor=SamImageProcessor()).save_pretrained(sdir)
+        return {"bpm_groundingdino": os.path.abspath(gdir), "bpm_sam": os.path.abspath(sdir)}
     cfg = GroundingDinoConfig(
         backbone_config=SwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], window_size=7,
                                    out_features=["stage2", "stage3", "stage4"]),

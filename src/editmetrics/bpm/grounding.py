@@ -77,6 +77,9 @@ class HFGroundingDinoSam:
         self.text_threshold = float(text_threshold)
         self.device = device
         self.batch = int(settings.get("bpm_grounding_batch_size", 8))
+        # The paper keeps every box above the threshold; a cap bounds SAM's work
+        # (and memory) when a detector fires everywhere. 0 = no cap.
+        self.max_detections = int(settings.get("bpm_max_detections", 0))
         gdir = _model_dir(settings, "bpm_groundingdino", "GroundingDINO", "IDEA-Research/grounding-dino-tiny")
         sdir = _model_dir(settings, "bpm_sam", "SAM", "facebook/sam-vit-huge")
         import torch
@@ -135,7 +138,7 @@ class HFGroundingDinoSam:
                 if x1 > x0 and y1 > y0:
                     dets.append(Detection((x0, y0, x1, y1), float(score), str(label)))
             dets.sort(key=lambda d: -d.score)
-            out.append(dets)
+            out.append(dets[:self.max_detections] if self.max_detections > 0 else dets)
         return out
 
     def _segment(self, images: list[np.ndarray], dets: list[list[Detection]]) -> None:
@@ -182,6 +185,7 @@ class GroundingService:
         self._next = 0
         self._lock = threading.Lock()
         self.timings = {"grounding": 0.0}
+        self.counts = {"phrases": 0, "detections": 0}  # for benchmarks: boxes per phrase drive SAM's cost
 
     def grounder(self):
         if self._grounder is None:
@@ -220,6 +224,8 @@ class GroundingService:
                 results = self.grounder().ground([(im, ph) for _, im, ph in pending])
                 for (key, _, _), dets in zip(pending, results):
                     self._results[key] = dets
+                self.counts["phrases"] += len(results)
+                self.counts["detections"] += sum(len(d) for d in results)
             except Exception as exc:  # noqa: BLE001 - fails these requests, not the run
                 for key, _, _ in pending:
                     self._errors[key] = f"grounding failed: {type(exc).__name__}: {exc}"
