@@ -261,6 +261,8 @@ def test_missing_files_name_the_setting(files, tmp_path):
     missing = {k: v for k, v in files.items() if k != "bpm_sam_checkpoint"}
     with pytest.raises(MetricError, match="set bpm_sam_checkpoint=PATH"):
         OriginalGroundingDinoSam(missing)
+    with pytest.raises(MetricError, match="bpm_groundingdino_size='big'"):
+        OriginalGroundingDinoSam({**files, "bpm_groundingdino_size": "big"})
     with pytest.raises(MetricError, match="does not match bpm_sam_type=vit_b"):
         OriginalGroundingDinoSam({**files, "bpm_sam_type": "vit_b"})
 

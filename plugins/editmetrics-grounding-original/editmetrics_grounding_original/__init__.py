@@ -106,8 +106,12 @@ class OriginalGroundingDinoSam:
         self.text_threshold = float(text_threshold)
         self.device = device
         self.batch = int(settings.get("bpm_grounding_batch_size", 8))
-        size = [int(v) for v in str(settings.get("bpm_groundingdino_size", "800,1333")).split(",")]
-        self.size, self.max_size = size[0], (size[1] if len(size) > 1 else None)
+        try:
+            size = [int(v) for v in str(settings.get("bpm_groundingdino_size", "800,1333")).split(",")]
+            self.size, self.max_size = size[0], (size[1] if len(size) > 1 else None)
+        except ValueError:
+            raise MetricError(f"bpm_groundingdino_size={settings['bpm_groundingdino_size']!r}: expected SHORT,MAX "
+                              f"pixels such as 800,1333") from None
         gd_where = "the IDEA-Research GroundingDINO release (GroundingDINO_SwinT_OGC.py, groundingdino_swint_ogc.pth)"
         config = _setting_path(settings, "bpm_groundingdino_config", "the GroundingDINO config", gd_where)
         ckpt = _setting_path(settings, "bpm_groundingdino_checkpoint", "the GroundingDINO checkpoint", gd_where)
