@@ -218,6 +218,14 @@ def test_thresholds(grounder, images):
     assert len(no_text) == len(everything) and all(d.label == "" for d in no_text)
     _thresholds(grounder, 1.0, 0.25)
     assert grounder.ground([(a, "blue helmet")]) == [[]]
+    # bpm_max_detections keeps the highest-scoring boxes
+    _thresholds(grounder, 0.0, 0.0)
+    grounder.max_detections = 3
+    try:
+        (capped,) = grounder.ground([(a, "blue helmet")])
+    finally:
+        grounder.max_detections = 0
+    assert [d.box for d in capped] == [d.box for d in everything[:3]]
 
 
 def test_batched_equals_one_by_one(grounder, images):

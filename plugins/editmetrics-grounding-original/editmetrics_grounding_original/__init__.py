@@ -106,6 +106,9 @@ class OriginalGroundingDinoSam:
         self.text_threshold = float(text_threshold)
         self.device = device
         self.batch = int(settings.get("bpm_grounding_batch_size", 8))
+        # as gdino-sam: the paper keeps every box above the threshold; a cap of the
+        # highest-scoring boxes bounds SAM's work. 0 = no cap.
+        self.max_detections = int(settings.get("bpm_max_detections", 0))
         try:
             size = [int(v) for v in str(settings.get("bpm_groundingdino_size", "800,1333")).split(",")]
             self.size, self.max_size = size[0], (size[1] if len(size) > 1 else None)
@@ -236,7 +239,7 @@ class OriginalGroundingDinoSam:
                 if x1 > x0 and y1 > y0:
                     dets.append(Detection((x0, y0, x1, y1), float(best[q]), label))
             dets.sort(key=lambda d: -d.score)
-            out.append(dets)
+            out.append(dets[:self.max_detections] if self.max_detections > 0 else dets)
         return out
 
     def _segment(self, images: list[np.ndarray], dets: list[list[Detection]]) -> None:
