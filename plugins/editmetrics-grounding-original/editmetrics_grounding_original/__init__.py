@@ -32,7 +32,7 @@ import os
 
 import numpy as np
 
-from editmetrics.bpm.grounding import BOX_THRESHOLD, TEXT_THRESHOLD, Detection
+from editmetrics.bpm.grounding import BOX_THRESHOLD, TEXT_THRESHOLD, DetectThenSegment, Detection
 from editmetrics.hookspecs import hookimpl
 from editmetrics.metric import MetricError
 
@@ -92,7 +92,7 @@ def caption(phrase: str) -> str:
     return text if text.endswith(".") else text + "."
 
 
-class OriginalGroundingDinoSam:
+class OriginalGroundingDinoSam(DetectThenSegment):
     """GroundingDINO (groundingdino-py) + SAM (segment-anything) from the released files."""
 
     id = "gdino-sam-original"
@@ -102,13 +102,7 @@ class OriginalGroundingDinoSam:
     def __init__(self, settings: dict | None = None, device: str = "cpu", box_threshold: float = BOX_THRESHOLD,
                  text_threshold: float = TEXT_THRESHOLD):
         settings = settings or {}
-        self.box_threshold = float(box_threshold)
-        self.text_threshold = float(text_threshold)
-        self.device = device
-        self.batch = int(settings.get("bpm_grounding_batch_size", 8))
-        # as gdino-sam: the paper keeps every box above the threshold; a cap of the
-        # highest-scoring boxes bounds SAM's work. 0 = no cap.
-        self.max_detections = int(settings.get("bpm_max_detections", 0))
+        super().__init__(settings, device, box_threshold, text_threshold)  # thresholds, batch, max_detections
         try:
             size = [int(v) for v in str(settings.get("bpm_groundingdino_size", "800,1333")).split(",")]
             self.size, self.max_size = size[0], (size[1] if len(size) > 1 else None)
@@ -183,25 +177,6 @@ class OriginalGroundingDinoSam:
 
     # -- grounding -----------------------------------------------------------
 
-    def ground(self, items: list[tuple[np.ndarray, str]]) -> list[list[Detection]]:
-        """Detect in batches of images of one size (padding mixed sizes would
-        change the backbone's features at the border), then segment all images
-        with detections in batches: SAM resizes every image to its square input."""
-        out: list[list[Detection] | None] = [None] * len(items)
-        by_size: dict[tuple, list[int]] = {}
-        for i, (image, _) in enumerate(items):
-            by_size.setdefault(image.shape[:2], []).append(i)
-        for indices in by_size.values():
-            for start in range(0, len(indices), self.batch):
-                chunk = indices[start:start + self.batch]
-                for i, dets in zip(chunk, self._detect([items[i] for i in chunk])):
-                    out[i] = dets
-        with_boxes = [i for i, dets in enumerate(out) if dets]
-        for start in range(0, len(with_boxes), self.batch):
-            chunk = with_boxes[start:start + self.batch]
-            self._segment([items[i][0] for i in chunk], [out[i] for i in chunk])
-        return out  # type: ignore[return-value]
-
     def preprocess(self, image: np.ndarray):
         """groundingdino-py's ``load_image`` transform: resize (PIL, bilinear),
         to [0, 1], ImageNet normalisation. Returns a 3xHxW tensor."""
@@ -238,8 +213,7 @@ class OriginalGroundingDinoSam:
                 x1, y1 = min(float(w), (cx + bw / 2) * w), min(float(h), (cy + bh / 2) * h)
                 if x1 > x0 and y1 > y0:
                     dets.append(Detection((x0, y0, x1, y1), float(best[q]), label))
-            dets.sort(key=lambda d: -d.score)
-            out.append(dets[:self.max_detections] if self.max_detections > 0 else dets)
+            out.append(self.keep(dets))
         return out
 
     def _segment(self, images: list[np.ndarray], dets: list[list[Detection]]) -> None:

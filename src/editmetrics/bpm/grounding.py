@@ -64,11 +64,10 @@ def _model_dir(settings: dict, key: str, model: str, example: str) -> str:
     return path
 
 
-class HFGroundingDinoSam:
-    """GroundingDINO (detector) + SAM (segmenter) through transformers."""
-
-    id = "gdino-sam"
-    description = "transformers GroundingDINO + SAM from local folders (bpm_groundingdino, bpm_sam)"
+class DetectThenSegment:
+    """Batching shared by detector + segmenter grounders: subclasses set
+    ``self.batch`` and implement ``_detect(items) -> list[list[Detection]]``
+    and ``_segment(images, dets)`` (which fills each detection's mask)."""
 
     def __init__(self, settings: dict | None = None, device: str = "cpu", box_threshold: float = BOX_THRESHOLD,
                  text_threshold: float = TEXT_THRESHOLD):
@@ -80,23 +79,17 @@ class HFGroundingDinoSam:
         # The paper keeps every box above the threshold; a cap bounds SAM's work
         # (and memory) when a detector fires everywhere. 0 = no cap.
         self.max_detections = int(settings.get("bpm_max_detections", 0))
-        gdir = _model_dir(settings, "bpm_groundingdino", "GroundingDINO", "IDEA-Research/grounding-dino-tiny")
-        sdir = _model_dir(settings, "bpm_sam", "SAM", "facebook/sam-vit-huge")
-        import torch
-        from transformers import AutoProcessor, GroundingDinoForObjectDetection, SamModel, SamProcessor
 
-        self.torch = torch
-        self.det_proc = AutoProcessor.from_pretrained(gdir)
-        self.det = GroundingDinoForObjectDetection.from_pretrained(gdir).to(device).eval()
-        self.seg_proc = SamProcessor.from_pretrained(sdir)
-        self.seg = SamModel.from_pretrained(sdir).to(device).eval()
-        self.identity = f"{self.id}:{os.path.realpath(gdir)}:{os.path.realpath(sdir)}"
+    def keep(self, dets: list[Detection]) -> list[Detection]:
+        """Highest score first, at most ``bpm_max_detections``."""
+        dets = sorted(dets, key=lambda d: -d.score)
+        return dets[:self.max_detections] if self.max_detections > 0 else dets
 
     def ground(self, items: list[tuple[np.ndarray, str]]) -> list[list[Detection]]:
         """Detect, then segment, in batches of ``bpm_grounding_batch_size``.
 
-        GroundingDINO batches hold images of one size only: a batch of mixed
-        sizes is padded, and padding changes the backbone's features near the
+        Detector batches hold images of one size only: a batch of mixed sizes
+        is padded, and padding changes the backbone's features near the
         border, so batched boxes would differ from one-by-one boxes. A record's
         source and edited images share a size, so batches stay full in practice.
         SAM always resizes and pads to its square input, so any images batch.
@@ -115,6 +108,35 @@ class HFGroundingDinoSam:
             chunk = with_boxes[start:start + self.batch]
             self._segment([items[i][0] for i in chunk], [out[i] for i in chunk])
         return out  # type: ignore[return-value]
+
+    def _detect(self, items) -> list[list[Detection]]:
+        raise NotImplementedError
+
+    def _segment(self, images: list[np.ndarray], dets: list[list[Detection]]) -> None:
+        raise NotImplementedError
+
+
+class HFGroundingDinoSam(DetectThenSegment):
+    """GroundingDINO (detector) + SAM (segmenter) through transformers."""
+
+    id = "gdino-sam"
+    description = "transformers GroundingDINO + SAM from local folders (bpm_groundingdino, bpm_sam)"
+
+    def __init__(self, settings: dict | None = None, device: str = "cpu", box_threshold: float = BOX_THRESHOLD,
+                 text_threshold: float = TEXT_THRESHOLD):
+        settings = settings or {}
+        super().__init__(settings, device, box_threshold, text_threshold)
+        gdir = _model_dir(settings, "bpm_groundingdino", "GroundingDINO", "IDEA-Research/grounding-dino-tiny")
+        sdir = _model_dir(settings, "bpm_sam", "SAM", "facebook/sam-vit-huge")
+        import torch
+        from transformers import AutoProcessor, GroundingDinoForObjectDetection, SamModel, SamProcessor
+
+        self.torch = torch
+        self.det_proc = AutoProcessor.from_pretrained(gdir)
+        self.det = GroundingDinoForObjectDetection.from_pretrained(gdir).to(device).eval()
+        self.seg_proc = SamProcessor.from_pretrained(sdir)
+        self.seg = SamModel.from_pretrained(sdir).to(device).eval()
+        self.identity = f"{self.id}:{os.path.realpath(gdir)}:{os.path.realpath(sdir)}"
 
     def _detect(self, items) -> list[list[Detection]]:
         torch = self.torch
@@ -137,8 +159,7 @@ class HFGroundingDinoSam:
                 x0, y0, x1, y1 = max(0.0, box[0]), max(0.0, box[1]), min(float(w), box[2]), min(float(h), box[3])
                 if x1 > x0 and y1 > y0:
                     dets.append(Detection((x0, y0, x1, y1), float(score), str(label)))
-            dets.sort(key=lambda d: -d.score)
-            out.append(dets[:self.max_detections] if self.max_detections > 0 else dets)
+            out.append(self.keep(dets))
         return out
 
     def _segment(self, images: list[np.ndarray], dets: list[list[Detection]]) -> None:
