@@ -55,17 +55,20 @@ def main() -> None:
     ap.add_argument("--clip", help="CLIP spec ARCH:WEIGHTS (setting 'clip')")
     ap.add_argument("--groundingdino", help="GroundingDINO folder (save_pretrained)")
     ap.add_argument("--sam", help="SAM folder (save_pretrained)")
+    ap.add_argument("--tf32", action="store_true", help="allow TF32 matrix products on CUDA (default: full fp32)")
     ap.add_argument("--parser", default="rules", choices=["rules", "llm"])
     ap.add_argument("--llm", help="GGUF file for --parser llm")
     ap.add_argument("--ground", action="store_true", help="ignore the records' masks/boxes: ground every record")
     ap.add_argument("--tiny", action="store_true", help="random tiny models (plumbing check, not comparable)")
     ap.add_argument("--random-paper-sized", action="store_true",
                     help="the paper's architectures at full size, random weights (real timing, meaningless scores)")
-    ap.add_argument("--box-threshold", type=float, default=None, help="default: 0.3, or 0.0 with --tiny")
+    ap.add_argument("--box-threshold", type=float, default=None, help="default: 0.3, or 0.0 with random weights")
     ap.add_argument("--max-detections", type=int, default=None,
                     help="boxes kept per phrase (setting bpm_max_detections); default: all, or 3 with random "
                          "weights, whose detector fires everywhere (a trained one finds a few boxes per phrase)")
     args = ap.parse_args()
+
+    import torch
 
     from editmetrics.bpm.parsing import ParseService, make_parser
     from editmetrics.features import FeatureStore
@@ -74,6 +77,8 @@ def main() -> None:
     from editmetrics.runner import InProcessExecutor, RunContext, Scorer, resolve_metrics
 
     settings: dict = {"bpm_parser": args.parser}
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
+    torch.backends.cudnn.allow_tf32 = args.tf32
     tmp = tempfile.mkdtemp(prefix="bench_bpm_")
     import atexit
     import shutil
@@ -92,7 +97,7 @@ def main() -> None:
         max_det = 3
     if max_det:
         settings["bpm_max_detections"] = max_det
-    threshold = args.box_threshold if args.box_threshold is not None else (0.0 if args.tiny else 0.3)
+    threshold = args.box_threshold if args.box_threshold is not None else (0.0 if args.tiny or args.random_paper_sized else 0.3)
 
     base = list(read_pairs(args.pairs))
     records = []
@@ -162,9 +167,9 @@ def main() -> None:
         "judges": metric.timings["judges"] + metric.timings["locate"],
     }
     other = total - sum(stages.values())
-    import torch
 
-    device = args.device + (f" ({torch.cuda.get_device_name(0)})" if args.device.startswith("cuda") else "")
+    device = args.device + (f" ({torch.cuda.get_device_name(0)}, {'TF32' if args.tf32 else 'fp32'})"
+                            if args.device.startswith("cuda") else "")
     print(f"BPM benchmark: {n} images, batch {args.batch_size}, device {device}, parser {args.parser}, "
           f"{'grounding every record' if args.ground else 'masks/boxes from the records where given'}")
     if args.tiny:
