@@ -56,6 +56,9 @@ def main() -> None:
     ap.add_argument("--groundingdino", help="GroundingDINO folder (save_pretrained)")
     ap.add_argument("--sam", help="SAM folder (save_pretrained)")
     ap.add_argument("--tf32", action="store_true", help="allow TF32 matrix products on CUDA (default: full fp32)")
+    ap.add_argument("--grounder", default="gdino-sam", help="grounder id, e.g. gdino-sam-original (plugin)")
+    ap.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
+                    help="any setting, e.g. bpm_sam_checkpoint=FILE for gdino-sam-original (repeatable)")
     ap.add_argument("--parser", default="rules", choices=["rules", "llm"])
     ap.add_argument("--llm", help="GGUF file for --parser llm")
     ap.add_argument("--ground", action="store_true", help="ignore the records' masks/boxes: ground every record")
@@ -71,6 +74,7 @@ def main() -> None:
     import torch
 
     from editmetrics.bpm.parsing import ParseService, make_parser
+    from editmetrics.config import parse_assignments
     from editmetrics.features import FeatureStore
     from editmetrics.plugins import get_registry
     from editmetrics.records import read_pairs
@@ -92,6 +96,7 @@ def main() -> None:
                        ("bpm_llm", args.llm)):
         if value:
             settings[key] = value
+    settings.update(parse_assignments(tuple(args.assignments)))
     max_det = args.max_detections
     if max_det is None and (args.tiny or args.random_paper_sized):
         max_det = 3
@@ -128,7 +133,7 @@ def main() -> None:
     FeatureStore.flush = timed_flush
 
     registry = get_registry()
-    spec = f"bpm(box_threshold={threshold})"
+    spec = f"bpm(box_threshold={threshold},grounder={args.grounder})"
     bound = resolve_metrics([spec], registry)
     ctx = RunContext(device=args.device, batch_size=args.batch_size, settings=settings, registry=registry)
     scorer = Scorer(bound, ctx)
