@@ -52,6 +52,7 @@ if [ $want_test = 1 ]; then
   # the plugin declares what groundingdino's model code really imports.
   pip_install --no-deps groundingdino-py==0.4.0
   pip_install -e plugins/editmetrics-grounding-original
+  echo "note: pip's 'groundingdino-py requires supervision/opencv-python' lines are expected: it is installed --no-deps on purpose"
 fi
 for plugin in plugins/*/; do
   [ -f "$plugin/pyproject.toml" ] || continue
