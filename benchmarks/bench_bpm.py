@@ -87,8 +87,9 @@ def main() -> None:
     import atexit
     import shutil
 
-    atexit.register(shutil.rmtree, tmp, True)  # the tiny models live only for this run
-    if args.tiny or args.random_paper_sized:
+    atexit.register(shutil.rmtree, tmp, True)  # random models live only for this run
+    random_weights = args.tiny or args.random_paper_sized
+    if random_weights:
         t_build = time.perf_counter()
         settings.update(build_random(tmp, paper_sized=args.random_paper_sized))
         print(f"built random models in {time.perf_counter() - t_build:.1f} s", flush=True)
@@ -98,11 +99,11 @@ def main() -> None:
             settings[key] = value
     settings.update(parse_assignments(tuple(args.assignments)))
     max_det = args.max_detections
-    if max_det is None and (args.tiny or args.random_paper_sized):
+    if max_det is None and random_weights:
         max_det = 3
     if max_det:
         settings["bpm_max_detections"] = max_det
-    threshold = args.box_threshold if args.box_threshold is not None else (0.0 if args.tiny or args.random_paper_sized else 0.3)
+    threshold = args.box_threshold if args.box_threshold is not None else (0.0 if random_weights else 0.3)
 
     base = list(read_pairs(args.pairs))
     records = []

@@ -43,15 +43,12 @@ def build(folder: str, sam_type: str, feat_scale: float) -> dict:
     from segment_anything import sam_model_registry
     from transformers import BertConfig, BertModel, BertTokenizer
 
-    from editmetrics.tiny import GROUNDING_WORDS
+    from editmetrics.tiny import BERT_VOCAB_SIZE, write_bert_vocab
     from editmetrics_grounding_original import bert_compat
 
     bert = os.path.join(folder, "bert")
     os.makedirs(bert, exist_ok=True)
-    words = list(GROUNDING_WORDS) + [f"[unused{i}]" for i in range(30522 - len(GROUNDING_WORDS))]
-    with open(os.path.join(bert, "vocab.txt"), "w", encoding="utf-8") as fh:
-        fh.write("\n".join(words) + "\n")
-    BertTokenizer(os.path.join(bert, "vocab.txt")).save_pretrained(bert)
+    BertTokenizer(write_bert_vocab(os.path.join(bert, "vocab.txt"), size=BERT_VOCAB_SIZE)).save_pretrained(bert)
     torch.manual_seed(0)
     BertModel(BertConfig()).save_pretrained(bert)  # bert-base-uncased's shape
     config = os.path.join(os.path.dirname(groundingdino.__file__), "config", "GroundingDINO_SwinT_OGC.py")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Iterable
 
 import numpy as np
@@ -52,36 +53,41 @@ def _has_error(row: dict, key: str) -> bool:
     return any(key == name or key.startswith(name + ".") for name in errors)
 
 
+@dataclass
+class _Cell:
+    values: list = field(default_factory=list)
+    failures: int = 0
+    not_applicable: int = 0
+
+
 def summarize(rows: Iterable[dict], by: str | None = "category") -> dict:
     """Per score key: overall statistics and, when rows carry ``by``, per group."""
-    values: dict[str, list[float]] = defaultdict(list)
-    fails: dict[str, int] = defaultdict(int)
-    skips: dict[str, int] = defaultdict(int)
-    groups: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    group_fails: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    group_skips: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    cells: dict = defaultdict(lambda: defaultdict(_Cell))  # scope (None = overall, else group) -> key -> cell
     keys: list[str] = []
     for row in rows:
         group = row.get(by) if by else None
+        scopes = [None] if group is None else [None, str(group)]
         for key, value in row.get("scores", {}).items():
             if key not in keys:
                 keys.append(key)
-            if value is None:
-                failed = _has_error(row, key)
-                (fails if failed else skips)[key] += 1
-                if group is not None:
-                    (group_fails if failed else group_skips)[str(group)][key] += 1
-            else:
-                values[key].append(float(value))
-                if group is not None:
-                    groups[str(group)][key].append(float(value))
-    out = {"overall": {k: describe(values[k], fails[k], skips[k]) for k in keys}}
-    if groups or group_fails or group_skips:
+            for scope in scopes:
+                cell = cells[scope][key]
+                if value is not None:
+                    cell.values.append(float(value))
+                elif _has_error(row, key):
+                    cell.failures += 1
+                else:
+                    cell.not_applicable += 1
+
+    def table(scope) -> dict:
+        return {k: describe(cells[scope][k].values, cells[scope][k].failures, cells[scope][k].not_applicable)
+                for k in keys}
+
+    out = {"overall": table(None)}
+    groups = sorted(g for g in cells if g is not None)
+    if groups:
         out["by"] = by
-        out["groups"] = {
-            g: {k: describe(groups[g][k], group_fails[g][k], group_skips[g][k]) for k in keys}
-            for g in sorted(set(groups) | set(group_fails) | set(group_skips))
-        }
+        out["groups"] = {g: table(g) for g in groups}
     return out
 
 

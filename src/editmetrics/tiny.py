@@ -173,6 +173,18 @@ def write_dinov2(folder: str, *, seed: int = 0) -> str:
 
 # -- GroundingDINO + SAM (BPM grounding) ----------------------------------------
 
+BERT_VOCAB_SIZE = 30522  # bert-base-uncased
+
+
+def write_bert_vocab(path: str, words: tuple[str, ...] = GROUNDING_WORDS, size: int | None = None) -> str:
+    """A WordPiece ``vocab.txt``: ``words``, padded with ``[unusedN]`` to ``size``
+    entries when given (BERT-base's embedding shape needs 30,522); returns ``path``."""
+    lines = list(words) + [f"[unused{i}]" for i in range(max(0, (size or 0) - len(words)))]
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return path
+
+
 def write_grounding(folder: str, *, seed: int = 0, words: tuple[str, ...] = GROUNDING_WORDS,
                     paper_sized: bool = False) -> dict[str, str]:
     """Random tiny transformers GroundingDINO (Swin + 1-layer BERT, about 400k
@@ -190,12 +202,8 @@ def write_grounding(folder: str, *, seed: int = 0, words: tuple[str, ...] = GROU
 
     gdir, sdir = os.path.join(folder, "groundingdino"), os.path.join(folder, "sam")
     os.makedirs(gdir, exist_ok=True)
-    vocab = os.path.join(folder, "bert-vocab.txt")
-    with open(vocab, "w", encoding="utf-8") as fh:
-        fh.write("\n".join(words) + "\n")
-    if paper_sized:
-        with open(vocab, "a", encoding="utf-8") as fh:
-            fh.write("".join(f"[unused{i}]\n" for i in range(30522 - len(words))))
+    vocab = write_bert_vocab(os.path.join(folder, "bert-vocab.txt"), words,
+                             size=BERT_VOCAB_SIZE if paper_sized else None)
     tok = BertTokenizerFast(vocab_file=vocab, do_lower_case=True)
     if paper_sized:
         _seed(seed)
