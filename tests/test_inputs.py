@@ -216,3 +216,16 @@ def test_parallel_scoring_keeps_input_order_and_matches_sequential(tmp_path):
     assert parallel == sequential
     psnr = [r["scores"]["psnr"] for r in parallel]
     assert psnr == sorted(psnr, reverse=True)  # more noise, lower PSNR: order kept
+
+
+def test_to_uint8_inverts_decoding_exactly():
+    from PIL import Image
+    from skimage import data
+
+    from editmetrics.images import to_float_rgb, to_pil, to_uint8
+
+    photo = data.astronaut()
+    decoded = to_float_rgb(Image.fromarray(photo))
+    assert np.array_equal(to_uint8(decoded), photo)
+    assert to_pil(decoded).mode == "RGB" and np.array_equal(np.asarray(to_pil(decoded)), photo)
+    assert to_uint8(np.array([[-0.2, 0.5 / 255, 1.7]])).tolist() == [[0, 0, 255]]  # clipped; half to even

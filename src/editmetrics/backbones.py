@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from .images import to_pil
 from .metric import MetricError
 from .weights import (
     Located,
@@ -51,15 +52,6 @@ def resolve_spec_setting(name_or_spec: str, settings: dict) -> str:
     if name_or_spec in DEFAULT_SPECS:
         return str(settings.get(name_or_spec) or DEFAULT_SPECS[name_or_spec]).strip()
     return name_or_spec.strip()
-
-
-def to_uint8_pil(image: np.ndarray):
-    """Float [0, 1] RGB -> 8-bit PIL image, the input every eval preprocessing
-    expects. 8-bit sources round-trip exactly (values are k/255)."""
-    from PIL import Image
-
-    arr = np.clip(np.rint(np.asarray(image, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
-    return Image.fromarray(arr, mode="RGB")
 
 
 class Encoder:
@@ -143,7 +135,7 @@ class OpenClipEncoder(Encoder):
 
     def encode_images(self, images):
         torch = self._torch
-        batch = torch.stack([self.preprocess(to_uint8_pil(im)) for im in images]).to(self.device)
+        batch = torch.stack([self.preprocess(to_pil(im)) for im in images]).to(self.device)
         with torch.inference_mode():
             return _normalise(self.model.encode_image(batch))
 
@@ -259,7 +251,7 @@ class HFEncoder(Encoder):
 
     def encode_images(self, images):
         torch = self._torch
-        pixels = self.processor(images=[to_uint8_pil(im) for im in images], return_tensors="pt")["pixel_values"]
+        pixels = self.processor(images=[to_pil(im) for im in images], return_tensors="pt")["pixel_values"]
         pixels = pixels.to(self.device)
         with torch.inference_mode():
             if self.kind == "clip":

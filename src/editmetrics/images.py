@@ -73,6 +73,18 @@ def to_float_rgb(img: Image.Image) -> np.ndarray:
     return _scaled(img, 255.0)
 
 
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Float [0, 1] image -> uint8, rounded to nearest (8-bit sources, whose
+    values are k/255, round-trip exactly)."""
+    return np.clip(np.rint(np.asarray(image, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
+
+
+def to_pil(image: np.ndarray) -> Image.Image:
+    """Float [0, 1] image -> 8-bit PIL image (RGB for HxWx3), the input model
+    processors expect."""
+    return Image.fromarray(to_uint8(image))
+
+
 def _scaled(img: Image.Image, scale: float) -> np.ndarray:
     """float32 pixels divided by ``scale``, in place (one allocation, not two)."""
     arr = np.asarray(img, dtype=np.float32)

@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .hookspecs import hookimpl
-from .images import ImageLoadError, load_image, load_mask
+from .images import ImageLoadError, load_image, load_mask, to_pil
 from .stats import summarize
 
 THUMB_SIZE = 128  # longest side of a thumbnail, in pixels
@@ -146,10 +146,6 @@ def sort_value(value: Any) -> str:
 # ---------------------------------------------------------------------------
 
 
-def _to_uint8(image: np.ndarray) -> Image.Image:
-    return Image.fromarray(np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8))
-
-
 def _data_uri(img: Image.Image) -> str:
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=82)
@@ -207,7 +203,7 @@ def record_thumbnails(row: dict, size: int = THUMB_SIZE) -> list[tuple[str, str 
         if not isinstance(path, str) or not path:
             continue
         try:
-            img = _to_uint8(load_image(path))
+            img = to_pil(load_image(path))
         except ImageLoadError as exc:
             out.append((name, None, str(exc)))
             continue

@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image
 
 from .hookspecs import hookimpl
-from .images import ImageLoadError, load_image, load_mask
+from .images import ImageLoadError, load_image, load_mask, to_pil
 from .model import Model, ModelError
 from .plugins import Registry, get_registry
 from .records import IMAGE_FIELDS, MASK_FIELDS, EditRecord, read_pairs
@@ -226,7 +226,7 @@ def _write_png(array: np.ndarray, path: str) -> None:
             raise ModelError(f"expected an HxWx3 image, got shape {array.shape}")
         if not np.isfinite(array).all():
             raise ModelError("the model returned an image with NaN or infinite values")
-        img = Image.fromarray(np.clip(np.rint(array.astype(np.float64) * 255.0), 0, 255).astype(np.uint8))
+        img = to_pil(array)
     folder = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".png.tmp")
     os.close(fd)

@@ -34,6 +34,7 @@ import numpy as np
 
 from editmetrics.bpm.grounding import BOX_THRESHOLD, TEXT_THRESHOLD, DetectThenSegment, Detection
 from editmetrics.hookspecs import hookimpl
+from editmetrics.images import to_pil, to_uint8
 from editmetrics.metric import MetricError
 
 from . import bert_compat
@@ -80,10 +81,6 @@ def resized_size(width: int, height: int, size: int = 800, max_size: int | None 
     if width < height:
         return int(size * height / width), size
     return size, int(size * width / height)
-
-
-def _uint8(image: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(np.asarray(image, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
 
 
 def caption(phrase: str) -> str:
@@ -181,9 +178,8 @@ class OriginalGroundingDinoSam(DetectThenSegment):
         """groundingdino-py's ``load_image`` transform: resize (PIL, bilinear),
         to [0, 1], ImageNet normalisation. Returns a 3xHxW tensor."""
         import torchvision.transforms.functional as TF
-        from PIL import Image
 
-        pil = Image.fromarray(_uint8(image), mode="RGB")
+        pil = to_pil(image)
         pil = TF.resize(pil, list(resized_size(pil.width, pil.height, self.size, self.max_size)))
         return TF.normalize(TF.to_tensor(pil), IMAGENET_MEAN, IMAGENET_STD)
 
@@ -227,7 +223,7 @@ class OriginalGroundingDinoSam(DetectThenSegment):
         resize = ResizeLongestSide(self.sam.image_encoder.img_size)
         batched = []
         for image, ds in zip(images, dets):
-            pixels = _uint8(image)
+            pixels = to_uint8(image)
             resized = resize.apply_image(pixels)
             boxes = torch.tensor([list(d.box) for d in ds], dtype=torch.float32)
             batched.append({

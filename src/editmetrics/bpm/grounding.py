@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..images import to_pil
 from ..metric import MetricError
 
 BOX_THRESHOLD = 0.3
@@ -39,13 +40,6 @@ class Detection:
     def to_json(self) -> dict[str, Any]:
         return {"box": [round(float(v), 2) for v in self.box], "score": round(float(self.score), 4),
                 "label": self.label}
-
-
-def _uint8(image: np.ndarray):
-    from PIL import Image
-
-    arr = np.clip(np.rint(np.asarray(image, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
-    return Image.fromarray(arr, mode="RGB")
 
 
 def _model_dir(settings: dict, key: str, model: str, example: str) -> str:
@@ -140,7 +134,7 @@ class HFGroundingDinoSam(DetectThenSegment):
 
     def _detect(self, items) -> list[list[Detection]]:
         torch = self.torch
-        images = [_uint8(im) for im, _ in items]
+        images = [to_pil(im) for im, _ in items]
         # GroundingDINO expects lower-case phrases ending with a period.
         texts = [phrase.strip().lower().rstrip(".") + "." for _, phrase in items]
         inputs = self.det_proc(images=images, text=texts, return_tensors="pt", padding=True).to(self.device)
@@ -168,7 +162,7 @@ class HFGroundingDinoSam(DetectThenSegment):
         torch = self.torch
         most = max(len(d) for d in dets)
         boxes = [[list(d.box) for d in ds] + [list(ds[-1].box)] * (most - len(ds)) for ds in dets]
-        inputs = self.seg_proc(images=[_uint8(im) for im in images], input_boxes=boxes,
+        inputs = self.seg_proc(images=[to_pil(im) for im in images], input_boxes=boxes,
                                return_tensors="pt").to(self.device)
         with torch.no_grad():
             outputs = self.seg(**inputs, multimask_output=False)
