@@ -21,7 +21,7 @@ pytest.importorskip("segment_anything")
 plugin = pytest.importorskip("editmetrics_grounding_original")
 
 from editmetrics.metric import MetricError  # noqa: E402
-from editmetrics.runner import score_file, score_records  # noqa: E402
+from editmetrics.runner import score_records  # noqa: E402
 from editmetrics.tiny import write_open_clip  # noqa: E402
 from editmetrics_grounding_original import OriginalGroundingDinoSam, bert_compat  # noqa: E402
 

@@ -2,7 +2,6 @@
 checkpoint format), prediction as metric and model, backbone guard."""
 
 import json
-import os
 
 import numpy as np
 import pytest

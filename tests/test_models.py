@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -245,7 +244,6 @@ def test_color_transfer_recovers_a_global_colour_edit(sppe, tmp_path):
     run_model("color_transfer", pairs, str(tmp_path / "meanstd"), assignments={"method": "meanstd"})
     for rec in recs:
         target = _pixels(os.path.join(folder, rec["target"])).astype(int)
-        mask = np.asarray(Image.open(os.path.join(folder, rec["mask"]))) > 0
         affine = _pixels(tmp_path / "affine" / "images" / f"{rec['id']}.png").astype(int)
         paste = _pixels(tmp_path / "paste" / "images" / f"{rec['id']}.png").astype(int)
         meanstd = _pixels(tmp_path / "meanstd" / "images" / f"{rec['id']}.png").astype(int)
