@@ -109,6 +109,7 @@ def test_messy_pairs_file_in_process(messy):
     from editmetrics.runner import score_file
 
     registry = Registry()
+    registry.load_builtins()
     registry.load_entry_points()
 
     class TestPlugin:
@@ -206,6 +207,7 @@ def test_parallel_scoring_keeps_input_order_and_matches_sequential(tmp_path):
         records.append(EditRecord(id=f"r{i}", fields={"source": "s.png", "edited": save(noisy, tmp_path / f"e{i}.png")},
                                   base_dir=str(tmp_path), line=i + 1))
     registry = Registry()
+    registry.load_builtins()
     registry.load_entry_points()
     scorer = Scorer(resolve_metrics(["psnr", "ssim", "l1"], registry), RunContext())
     assert scorer.thread_safe

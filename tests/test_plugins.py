@@ -83,8 +83,10 @@ def test_broken_plugin_is_reported_not_fatal(broken_plugin_path):
 def test_strict_mode_and_load_filter(broken_plugin_path):
     proc = run_cli("metrics", env=env_with(broken_plugin_path, EDITMETRICS_STRICT_PLUGINS="1"))
     assert proc.returncode == 2 and "plugin 'broken'" in proc.stderr
+    # the filter applies to third-party plugins only: built-ins always load
     proc = run_cli("plugins", "--json", env=env_with(broken_plugin_path, EDITMETRICS_LOAD_PLUGINS="pixel"))
-    assert [p["name"] for p in json.loads(proc.stdout)] == ["pixel"]
+    names = [p["name"] for p in json.loads(proc.stdout)]
+    assert "broken" not in names and {"pixel", "run", "report", "semantic"} <= set(names)
 
 
 class Good(Metric):
@@ -128,13 +130,21 @@ def test_registration_is_validated_and_isolated():
         registry.get("metrics", "good_metrc")
 
 
-def test_builtins_come_from_entry_points():
-    """Built-in metrics are found through the same entry-point group as any plugin."""
+def test_builtins_always_load_through_the_hooks():
+    """Built-ins are default plugins registered through the same hooks; the
+    entry-point filter cannot remove them."""
     from importlib.metadata import entry_points
 
-    names = {ep.name: ep.value for ep in entry_points(group="editmetrics")}
-    assert names["pixel"] == "editmetrics.metrics.pixel"
+    from editmetrics.plugins import BUILTIN_PLUGINS
+
+    assert "pixel" not in {ep.name for ep in entry_points(group="editmetrics")}
     registry = Registry()
-    os.environ.pop("EDITMETRICS_LOAD_PLUGINS", None)
-    registry.load_entry_points()
+    os.environ["EDITMETRICS_LOAD_PLUGINS"] = "nothing"
+    try:
+        registry.load_builtins()
+        registry.load_entry_points()
+    finally:
+        os.environ.pop("EDITMETRICS_LOAD_PLUGINS", None)
     assert registry.plugin_of("metrics", "psnr") == "pixel"
+    assert set(BUILTIN_PLUGINS) <= set(registry.plugins)
+    assert all(registry.plugins[name].error is None for name in BUILTIN_PLUGINS)

@@ -1,11 +1,14 @@
 """Plugin manager: entry-point discovery, failure isolation, the registry.
 
-Every plugin (built-in or third-party) is a module listed under the
+Built-in plugins are modules listed in ``BUILTIN_PLUGINS``; they always load
+first, through the same hooks as any plugin (as llm and datasette register
+their defaults). Third-party plugins are modules listed under the
 ``editmetrics`` entry-point group. A plugin that fails to import or to
 register is recorded with its error and skipped; the others keep working.
 
 Environment:
-- ``EDITMETRICS_LOAD_PLUGINS=a,b`` loads only the named entry points.
+- ``EDITMETRICS_LOAD_PLUGINS=a,b`` loads only the named third-party entry
+  points (built-ins always load).
 - ``EDITMETRICS_STRICT_PLUGINS=1`` makes any plugin failure an exception.
 """
 
@@ -26,6 +29,22 @@ from .metric import validate_metric_class
 from .model import validate_model_class
 
 GROUP = "editmetrics"
+
+# name -> module of every built-in plugin; registered before any entry point.
+BUILTIN_PLUGINS = {
+    "pixel": "editmetrics.metrics.pixel",
+    "baselines": "editmetrics.models.baselines",
+    "diffusion": "editmetrics.models.diffusion",
+    "c2e-s2ser": "editmetrics.models.c2e_s2ser",
+    "run": "editmetrics.run",
+    "semantic": "editmetrics.metrics.semantic",
+    "iqa": "editmetrics.metrics.iqa",
+    "sppe": "editmetrics.sppe",
+    "report": "editmetrics.report",
+    "datasets": "editmetrics.datasets",
+    "bpm": "editmetrics.bpm.plugin",
+    "tiny": "editmetrics.tiny",
+}
 
 
 class PluginError(RuntimeError):
@@ -91,14 +110,31 @@ class Registry:
         self.owner: dict[tuple[str, str], str] = {}
 
     # -- loading --------------------------------------------------------
+    def load_builtins(self) -> None:
+        """Register every built-in plugin (always; not filtered by the environment)."""
+        import importlib
+
+        for name, module_name in BUILTIN_PLUGINS.items():
+            if name in self.plugins:
+                continue
+            info = PluginInfo(name=name, version=_own_version(), module=module_name)
+            self.plugins[name] = info
+            try:
+                module = importlib.import_module(module_name)
+            except Exception as exc:  # noqa: BLE001 - a broken built-in is reported like any plugin
+                self._fail(info, f"import failed: {type(exc).__name__}: {exc}", exc)
+                continue
+            self.add(module, name, info)
+
     def load_entry_points(self) -> None:
+        """Register third-party plugins (entry-point group ``editmetrics``)."""
         wanted = os.environ.get("EDITMETRICS_LOAD_PLUGINS")
         only = {n.strip() for n in wanted.split(",") if n.strip()} if wanted is not None else None
         for ep in sorted(md.entry_points(group=GROUP), key=lambda e: e.name):
             if only is not None and ep.name not in only:
                 continue
             if ep.name in self.plugins:
-                continue  # the same distribution seen twice on sys.path
+                continue  # the same distribution seen twice on sys.path, or a built-in's name
             version = ep.dist.version if ep.dist is not None else None
             info = PluginInfo(name=ep.name, version=version, module=ep.value)
             self.plugins[ep.name] = info
@@ -197,6 +233,13 @@ class Registry:
         return rows
 
 
+def _own_version() -> str | None:
+    try:
+        return md.version("editmetrics")
+    except md.PackageNotFoundError:
+        return None
+
+
 _lock = threading.Lock()
 _registry: Registry | None = None
 
@@ -207,6 +250,7 @@ def get_registry() -> Registry:
     with _lock:
         if _registry is None:
             registry = Registry()
+            registry.load_builtins()
             registry.load_entry_points()
             _registry = registry
         return _registry
