@@ -44,7 +44,7 @@ from .weights import (
     missing_message,
 )
 
-# The papers (CLIP-I/T in MagicBrush & co., BPM, SPPE) used CLIP ViT-L/14.
+# Our default CLIP: ViT-L/14, as BPM's released code; SPPE and R-SIE name no variant (docs/semantic.md).
 DEFAULT_SPECS = {"clip": "ViT-L-14:openai", "dino": "hf:facebook/dinov2-base"}
 
 
