@@ -117,7 +117,8 @@ def main() -> None:
             spec = write_open_clip(os.path.join(tmp, "clip"), name="tinyclip_views_fig", seed=0, image_size=224)
         result = scores(spec, tmp)
     print(f"CLIP: {args.clip or 'random tiny open_clip, 224 px input (seed 0)'}")
-    print("| edit | " + " | ".join(f"clip_gc {v}" for v in VIEWS) + " | " + " | ".join(f"clip_i {v}" for v in VIEWS) + " |")
+    print("| edit | " + " | ".join(f"clip_gc {v}" for v in VIEWS) + " | "
+          + " | ".join(f"clip_i {v}" for v in VIEWS) + " |")
     print("|---" * (1 + 2 * len(VIEWS)) + "|")
     for name, s in result.items():
         print(f"| {name} strip | " + " | ".join(f"{s[f'clip_gc(view={v})']:.4f}" for v in VIEWS) + " | "
