@@ -44,6 +44,10 @@ def test_category_to_group(category, group):
 def test_group_names_in_either_spelling():
     assert canonical_group("Biometric Info") == canonical_group("biometric") == "Biometric"
     assert canonical_group("license_plate") == "License Plate" and canonical_group("plates") is None
+    rows, unknown = with_privacy_groups([{"privacy_group": "biometric info"}, {"privacy_group": "Mine"},
+                                         {"category": "Receipt"}, {"category": "kitchen"}])
+    assert [r.get("privacy_group") for r in rows] == ["Biometric", "Mine", "Financial", None]
+    assert unknown == ["kitchen"]
 
 
 def _index(tmp_path, instances):

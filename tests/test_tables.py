@@ -30,21 +30,21 @@ def test_sppe_groups_methods_overall_and_missing_columns():
     b = [row(1, {"psnr": 25.0, "ssim": 0.6}, privacy_group="face")]
     t = tables.sppe_table({"A": a, "B": b})
     c = cells(t)
-    # privacy groups in the paper's Tables 5-6 column order (Face before Document), spelled as given
-    assert list(c) == [("face", "A"), ("face", "B"), ("document", "A"), ("document", "B"),
+    # privacy groups in the paper's Tables 5-6 column order (Face before Document), named as there
+    assert list(c) == [("Face", "A"), ("Face", "B"), ("Document", "A"), ("Document", "B"),
                        ("Overall", "A"), ("Overall", "B")]
-    assert c[("face", "A")]["PSNR (Src)"] == 15.0
-    assert c[("face", "A")]["SSIM (Src)"] == pytest.approx(0.6)
-    assert c[("face", "A")]["PSNR (GT)"] == 30.0  # the null score is left out, not counted as 0
-    assert c[("face", "A")]["DirI"] == pytest.approx(0.3)
-    assert c[("document", "A")]["PSNR (Src)"] == math.inf
-    assert c[("document", "B")]["SSIM (Src)"] is None  # B has no record in that group
+    assert c[("Face", "A")]["PSNR (Src)"] == 15.0
+    assert c[("Face", "A")]["SSIM (Src)"] == pytest.approx(0.6)
+    assert c[("Face", "A")]["PSNR (GT)"] == 30.0  # the null score is left out, not counted as 0
+    assert c[("Face", "A")]["DirI"] == pytest.approx(0.3)
+    assert c[("Document", "A")]["PSNR (Src)"] == math.inf
+    assert c[("Document", "B")]["SSIM (Src)"] is None  # B has no record in that group
     assert c[("Overall", "A")]["DirI"] == pytest.approx(0.4)
     assert c[("Overall", "B")]["PSNR (Src)"] == 25.0
     for label in ("CLIP-Sim (Src)", "DirS", "CLIP-Sim (GT)", "SSIM (GT)"):
         assert all(v[label] is None for v in c.values())
     md = t.to_markdown()
-    assert "| document | A | - | 1.0000 | inf | 0.6000 | - | - | - | 40.00 |" in md
+    assert "| Document | A | - | 1.0000 | inf | 0.6000 | - | - | - | 40.00 |" in md
     assert "no run has a score for: CLIP-Sim (Src), DirS, CLIP-Sim (GT), SSIM (GT)" in md
     # every table line has the same number of cells
     widths = {line.count(" | ") for line in md.splitlines() if line.startswith("| ")}

@@ -65,11 +65,12 @@ def canonical_group(name) -> str | None:
 
 
 def group_of(row: dict) -> str | None:
-    """A record's privacy group: its own ``privacy_group`` field when set,
-    else the group of its ``category``."""
+    """A record's privacy group: its own ``privacy_group`` field when set (one
+    of the 11 in either spelling -> the Tables 5-6 name; another name as
+    given), else the group of its ``category``."""
     own = row.get(GROUP_FIELD)
     if own not in (None, ""):
-        return str(own)
+        return canonical_group(own) or str(own)
     return privacy_group(row.get("category"))
 
 
@@ -80,16 +81,17 @@ def order_key(name: str) -> tuple[int, str]:
 
 
 def with_privacy_groups(rows: Iterable[dict]) -> tuple[list[dict], list[str]]:
-    """Rows with ``privacy_group`` filled from ``category`` where it is missing
-    (copies; the input is not changed), and the sorted categories that map to
-    no group (those rows keep no group)."""
+    """Rows with ``privacy_group`` as ``group_of`` reads it (filled from
+    ``category`` where missing, the 11 names spelled as in Tables 5-6; changed
+    rows are copies, the input is not modified), and the sorted categories
+    that map to no group (those rows keep no group)."""
     out, unknown = [], set()
     for row in rows:
-        if row.get(GROUP_FIELD) in (None, ""):
-            group = privacy_group(row.get("category"))
-            if group is not None:
-                row = {**row, GROUP_FIELD: group}
-            elif row.get("category") not in (None, ""):
+        group = group_of(row)
+        if group is None:
+            if row.get("category") not in (None, ""):
                 unknown.add(str(row["category"]))
+        elif group != row.get(GROUP_FIELD):
+            row = {**row, GROUP_FIELD: group}
         out.append(row)
     return out, sorted(unknown)
