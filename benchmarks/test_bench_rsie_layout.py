@@ -19,7 +19,7 @@ from PIL import Image
 
 from editmetrics import tables
 
-METRICS = ["clip_rc", "clip_gc", "dino_i@target", "clip_i@target"]
+METRICS = ["clip_rc", "clip_gc", "dino_i@target", "clip_i@target", "dino_i", "clip_i"]
 BOX = [40, 24, 120, 88]
 # (photo, operation, class field, class)
 EDITS = (("chelsea", "replace", "target_class", "dog"), ("coffee", "create", "target_class", "donut"),
@@ -57,8 +57,17 @@ def test_rsie_layout(rsie_pairs, editmetrics_run_model, editmetrics_score, editm
         for row in rows:
             assert not row["errors"], row["errors"]
         runs[label] = rows
-    table = tables.rsie_table(runs, title="Baselines, R-SIE Table 2 layout")
+    table = tables.rsie_table(runs, title="Baselines, R-SIE Table 2 layout (CLIP-I/DINO-I vs ground truth)")
     editmetrics_results.add("baselines_rsie_layout", table)
     assert [g for g, _ in table.groups] == ["Replace", "Create", "Delete"]
     values = dict((tuple(labels), vals) for labels, vals, _ in table.rows)
     assert all(v is not None for v in values[("identity",)])  # every column filled
+    # the paper leaves CLIP-I's reference open: the same runs with both readings side by side
+    both = tables.rsie_table(runs, title="Baselines, R-SIE Table 2 layout (CLIP-I/DINO-I vs ground truth and "
+                                         "vs input)", reference="both")
+    editmetrics_results.add("baselines_rsie_layout_both_references", both)
+    labels = [c.label for g, c in both.columns if g == "Replace"]
+    assert labels == ["RC", "GC", "DINO-I@target", "CLIP-I@target", "DINO-I@source", "CLIP-I@source"]
+    row = next(values for labels, values, _ in both.rows if labels == ["identity"])
+    identity = dict(zip([f"{g}/{c.label}" for g, c in both.columns], row))
+    assert identity["Replace/CLIP-I@source"] == pytest.approx(100.0, abs=1e-3)  # identity editor: edited == input

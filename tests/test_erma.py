@@ -192,3 +192,40 @@ def test_missing_labels_are_computed_with_the_same_clip(synth, tmp_path):
     _, y, ids, skipped = training_set(str(pairs), {"clip": spec}, store, spec, TrainOptions(progress=False))
     want = {r["id"]: r["editability_label"] for r in stored}
     assert not skipped and np.allclose(y, [want[i] for i in ids], atol=1e-6)
+
+
+def test_label_range_is_checked_and_cosine_map_offered():
+    from editmetrics.sppe.train import map_labels
+
+    ok = {"a": 0.0, "b": 0.4, "c": 1.0}
+    assert map_labels(ok, TrainOptions()) == ok
+    raw = {"a": -0.5, "b": 0.2, "c": 1.0}
+    with pytest.raises(MetricError, match=r"1 of 3 stored 'editability_label' values lie outside \[0, 1\]") as exc:
+        map_labels(raw, TrainOptions())
+    for part in ("section 4.3", "(1 + c) / 2", "--label-map cosine"):
+        assert part in str(exc.value)
+    assert map_labels(raw, TrainOptions(label_map="cosine")) == {"a": 0.25, "b": 0.6, "c": 1.0}
+    with pytest.raises(MetricError, match=r"outside \[-1, 1\]"):
+        map_labels({"a": 1.5, "b": 0.0}, TrainOptions(label_map="cosine"))
+    assert map_labels({"a": 1.0 + 1e-9}, TrainOptions()) == {"a": 1.0}  # rounding, not a range error
+
+
+def test_cli_refuses_raw_cosine_labels_and_maps_them_on_request(synth, tmp_path):
+    out, spec = synth
+    rows = [json.loads(x) for x in (out / "train.jsonl").read_text().splitlines()]
+    for r in rows:
+        r["editability_label"] = 2 * r["editability_label"] - 1  # back to the raw cosine c
+    rows[0]["editability_label"] = -0.25  # a surrogate whose edit went the other way
+    pairs = tmp_path / "raw.jsonl"
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cli_module._add_plugin_commands()
+    runner = CliRunner()
+    args = ["train", "erma", "--pairs", str(pairs), "--config", str(out / "editmetrics.toml"), "--epochs", "2",
+            "--hidden", "8", "--no-progress"]
+    res = runner.invoke(cli_module.cli, args + ["--out", str(tmp_path / "refused")])
+    assert res.exit_code == 1 and "section 4.3" in res.output and "--label-map cosine" in res.output
+    assert not (tmp_path / "refused" / "erma.json").exists()
+    res = runner.invoke(cli_module.cli, args + ["--out", str(tmp_path / "ck"), "--label-map", "cosine"])
+    assert res.exit_code == 0, res.output
+    config = json.loads((tmp_path / "ck" / "erma.json").read_text())
+    assert config["training"]["label_map"] == "cosine"

@@ -94,7 +94,7 @@ def test_surrogate_changes_only_the_region():
 
 def test_edits_respect_their_scope():
     x = photo("chelsea", 64)
-    mask = box_mask(64, "document", np.random.default_rng(1))
+    mask = box_mask(64, "passport", np.random.default_rng(1))
     removed = apply_edit(x, mask, "remove the object")
     assert np.array_equal(removed[~mask], x[~mask]) and not np.allclose(removed[mask], x[mask])
     night = apply_edit(x, mask, "change the background to a night scene")

@@ -30,20 +30,21 @@ def test_sppe_groups_methods_overall_and_missing_columns():
     b = [row(1, {"psnr": 25.0, "ssim": 0.6}, privacy_group="face")]
     t = tables.sppe_table({"A": a, "B": b})
     c = cells(t)
-    assert list(c) == [("document", "A"), ("document", "B"), ("face", "A"), ("face", "B"),
+    # privacy groups in the paper's Tables 5-6 column order (Face before Document), named as there
+    assert list(c) == [("Face", "A"), ("Face", "B"), ("Document", "A"), ("Document", "B"),
                        ("Overall", "A"), ("Overall", "B")]
-    assert c[("face", "A")]["PSNR (Src)"] == 15.0
-    assert c[("face", "A")]["SSIM (Src)"] == pytest.approx(0.6)
-    assert c[("face", "A")]["PSNR (GT)"] == 30.0  # the null score is left out, not counted as 0
-    assert c[("face", "A")]["DirI"] == pytest.approx(0.3)
-    assert c[("document", "A")]["PSNR (Src)"] == math.inf
-    assert c[("document", "B")]["SSIM (Src)"] is None  # B has no record in that group
+    assert c[("Face", "A")]["PSNR (Src)"] == 15.0
+    assert c[("Face", "A")]["SSIM (Src)"] == pytest.approx(0.6)
+    assert c[("Face", "A")]["PSNR (GT)"] == 30.0  # the null score is left out, not counted as 0
+    assert c[("Face", "A")]["DirI"] == pytest.approx(0.3)
+    assert c[("Document", "A")]["PSNR (Src)"] == math.inf
+    assert c[("Document", "B")]["SSIM (Src)"] is None  # B has no record in that group
     assert c[("Overall", "A")]["DirI"] == pytest.approx(0.4)
     assert c[("Overall", "B")]["PSNR (Src)"] == 25.0
     for label in ("CLIP-Sim (Src)", "DirS", "CLIP-Sim (GT)", "SSIM (GT)"):
         assert all(v[label] is None for v in c.values())
     md = t.to_markdown()
-    assert "| document | A | - | 1.0000 | inf | 0.6000 | - | - | - | 40.00 |" in md
+    assert "| Document | A | - | 1.0000 | inf | 0.6000 | - | - | - | 40.00 |" in md
     assert "no run has a score for: CLIP-Sim (Src), DirS, CLIP-Sim (GT), SSIM (GT)" in md
     # every table line has the same number of cells
     widths = {line.count(" | ") for line in md.splitlines() if line.startswith("| ")}
@@ -78,6 +79,28 @@ def test_rsie_operations_order_scale_and_delete_arrow():
     md = t.to_markdown().splitlines()
     assert md[2].startswith("| Method | Replace |  |  |  | Create |")
     assert md[4].startswith("|  | RC | GC | DINO-I | CLIP-I | RC | GC |")
+
+
+def test_rsie_reference_of_clip_i_is_explicit():
+    """The paper leaves CLIP-I/DINO-I's reference open: target (default), source or both; never mixed."""
+    runs = {"M": [row(1, {"clip_i@target": 0.6, "clip_i": 0.9, "dino_i@target": 0.5, "dino_i": 0.8},
+                      operation="replace"),
+                  row(2, {"clip_i": 0.7}, operation="create")]}
+    target = cells(tables.rsie_table(runs))[("M",)]
+    assert target["Replace/CLIP-I"] == pytest.approx(60.0)
+    assert target["Create/CLIP-I"] is None  # only clip_i (vs source) there: not used as CLIP-I vs target
+    source = cells(tables.rsie_table(runs, reference="source"))[("M",)]
+    assert source["Replace/CLIP-I"] == pytest.approx(90.0) and source["Create/CLIP-I"] == pytest.approx(70.0)
+    assert source["Replace/DINO-I"] == pytest.approx(80.0)
+    both_table = tables.rsie_table(runs, reference="both")
+    both = cells(both_table)[("M",)]
+    assert both["Replace/CLIP-I@target"] == pytest.approx(60.0) and both["Replace/CLIP-I@source"] == pytest.approx(90.0)
+    assert both["Replace/DINO-I@target"] == pytest.approx(50.0) and both["Replace/DINO-I@source"] == pytest.approx(80.0)
+    for t in (tables.rsie_table(runs), both_table):
+        note = next(n for n in t.notes if "does not say which image" in n)
+        assert "clip_i@source" in note and "clip_i@target" in note
+    with pytest.raises(ValueError):
+        tables.rsie_table(runs, reference="gt")
 
 
 def test_bpm_alignment_by_hand():

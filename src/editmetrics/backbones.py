@@ -31,6 +31,7 @@ import numpy as np
 
 from .images import to_pil
 from .metric import MetricError
+from .views import VIEWS, square_side, square_view
 from .weights import (
     Located,
     WeightsMissing,
@@ -43,7 +44,7 @@ from .weights import (
     missing_message,
 )
 
-# The papers (CLIP-I/T in MagicBrush & co., BPM, SPPE) used CLIP ViT-L/14.
+# Our default CLIP: ViT-L/14, as BPM's released code; SPPE and R-SIE name no variant (docs/semantic.md).
 DEFAULT_SPECS = {"clip": "ViT-L-14:openai", "dino": "hf:facebook/dinov2-base"}
 
 
@@ -62,6 +63,9 @@ class Encoder:
     has_text: bool = False
     fill: tuple[float, float, float] = (0.5, 0.5, 0.5)  # colour of erased pixels, [0, 1]
     logit_scale: float = 100.0  # temperature of zero-shot classification (CLIP's learned value)
+    # views (editmetrics.views) this encoder takes in encode_images(images, view=...); a plugin
+    # encoder without the ``view`` argument supports "crop" only
+    views: tuple[str, ...] = ("crop",)
 
     def encode_images(self, images: list[np.ndarray]) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -129,13 +133,19 @@ class OpenClipEncoder(Encoder):
         self.tokenizer = open_clip.get_tokenizer(arch)
         self.logit_scale = float(model.logit_scale.exp().item())
         self.fill = tuple(float(m) for m in pp.mean)
+        self.image_size = square_side(pp.size)  # pad/squash hand it exactly this square: resize and crop are no-ops
+        self.views = VIEWS if self.image_size else ("crop",)
+        self._resample = _pil_filter(pp.interpolation)
         self.identity = f"open_clip|{arch}|{file_identity(path)}|{json.dumps(open_clip.get_model_preprocess_cfg(model), sort_keys=True, default=str)}"
         self.path = path
         self._torch = torch
 
-    def encode_images(self, images):
+    def encode_images(self, images, view: str = "crop"):
         torch = self._torch
-        batch = torch.stack([self.preprocess(to_pil(im)) for im in images]).to(self.device)
+        pils = [to_pil(im) for im in images]
+        if view != "crop":
+            pils = [square_view(p, view, self.image_size, self.fill, self._resample) for p in pils]
+        batch = torch.stack([self.preprocess(p) for p in pils]).to(self.device)
         with torch.inference_mode():
             return _normalise(self.model.encode_image(batch))
 
@@ -144,6 +154,14 @@ class OpenClipEncoder(Encoder):
         tokens = self.tokenizer(list(texts)).to(self.device)
         with torch.inference_mode():
             return _normalise(self.model.encode_text(tokens))
+
+
+def _pil_filter(name):
+    from PIL import Image
+
+    if isinstance(name, int):
+        return Image.Resampling(name)
+    return {"bilinear": Image.BILINEAR, "nearest": Image.NEAREST}.get(str(name).lower(), Image.BICUBIC)
 
 
 class _quiet_logging:
@@ -246,12 +264,22 @@ class HFEncoder(Encoder):
         self.model = self.model.to(device).eval()
         mean = getattr(self.processor, "image_mean", None) or (0.5, 0.5, 0.5)
         self.fill = tuple(float(m) for m in mean)
+        # the square the model sees (after the processor's crop, else its resize); pad/squash produce it directly
+        self.image_size = square_side(getattr(self.processor, "crop_size", None)
+                                      if getattr(self.processor, "do_center_crop", False)
+                                      else getattr(self.processor, "size", None))
+        self.views = VIEWS if self.image_size else ("crop",)
+        self._resample = _pil_filter(getattr(self.processor, "resample", "bicubic"))
         self.identity = f"hf|{self.kind}|{file_identity(source)}|{json.dumps(self.processor.to_dict(), sort_keys=True, default=str)}"
         self.path = source
 
-    def encode_images(self, images):
+    def encode_images(self, images, view: str = "crop"):
         torch = self._torch
-        pixels = self.processor(images=[to_pil(im) for im in images], return_tensors="pt")["pixel_values"]
+        pils, kw = [to_pil(im) for im in images], {}
+        if view != "crop":  # the square input as the model sees it: only the processor's normalisation is left
+            pils = [square_view(p, view, self.image_size, self.fill, self._resample) for p in pils]
+            kw = {"do_resize": False, "do_center_crop": False}
+        pixels = self.processor(images=pils, return_tensors="pt", **kw)["pixel_values"]
         pixels = pixels.to(self.device)
         with torch.inference_mode():
             if self.kind == "clip":

@@ -11,6 +11,7 @@ the run's store::
     k2 = store.request_image("clip", rec, "source", box=(10, 20, 90, 120))
     k3 = store.request_image("clip", rec, "source", erase=mask)   # mask filled
     k4 = store.request_text("clip", "a photo of a cat")
+    k5 = store.request_image("clip", rec, "edited", view="pad")   # letterboxed (views.py)
     # the runner calls store.flush() once per batch; then in compute(rec):
     vec = store.get(k1)                          # float32 (D,), L2-normalised
 
@@ -22,8 +23,9 @@ the run's store::
 defaults) or a full spec (``ViT-B-32:/models/b32.safetensors``).
 
 An embedding's key is (backbone identity, hash of the image content, region,
-preprocessing), so two metrics asking for the same crop of the same image share
-one forward pass. With the setting ``feature_cache=DIR`` embeddings are also
+preprocessing, view), so two metrics asking for the same crop of the same image
+under the same view share one forward pass (and two views never share one).
+With the setting ``feature_cache=DIR`` embeddings are also
 written to ``DIR`` as ``.npy`` files named by that key, and a later run (or
 ``--resume``) reads them instead of encoding.
 """
@@ -41,6 +43,7 @@ import numpy as np
 
 from .backbones import Encoder, build_encoder, resolve_spec_setting
 from .metric import MetricError
+from .views import VIEWS
 
 SERVICE = "features"
 DEFAULT_CHUNK = 32
@@ -67,6 +70,7 @@ class _Pending:
     backbone: str
     image: np.ndarray | None = None
     text: str | None = None
+    view: str = "crop"
 
 
 class FeatureStore:
@@ -124,7 +128,8 @@ class FeatureStore:
 
     # -- requests -------------------------------------------------------
     def request_image(self, backbone: str, rec_or_image: Any, field: str | None = None, *,
-                      box=None, mask: np.ndarray | None = None, erase: np.ndarray | None = None) -> str:
+                      box=None, mask: np.ndarray | None = None, erase: np.ndarray | None = None,
+                      view: str = "crop") -> str:
         """Queue one image embedding and return its key.
 
         ``rec_or_image``: a ``RecordView`` (then ``field`` names the image) or
@@ -132,9 +137,16 @@ class FeatureStore:
         the crop is encoded. ``mask`` (HxW bool, same size): pixels outside it
         are filled; ``erase``: pixels inside it are filled. The fill colour is
         the backbone's normalisation mean, i.e. zero after normalisation.
-        Masks are applied before cropping.
+        Masks are applied before cropping. ``view`` (``crop``, ``pad``,
+        ``squash``; editmetrics.views) fits the resulting region to the
+        model's square input; it is part of the key.
         """
         encoder = self.backbone(backbone)
+        if view not in VIEWS:
+            raise MetricError(f"view {view!r}: expected one of {', '.join(VIEWS)}")
+        if view not in encoder.views:
+            raise MetricError(f"backbone {encoder.spec!r} does not support view={view} "
+                              f"(it takes {', '.join(encoder.views)})")
         source = rec_or_image.image(field) if field is not None else np.asarray(rec_or_image)
         if source.ndim != 3 or source.shape[2] != 3:
             raise MetricError(f"expected an HxWx3 image, got shape {source.shape}")
@@ -150,12 +162,13 @@ class FeatureStore:
             digest = content_hash(image)
             with self._lock:
                 self._memo[memo_key] = (source, image, digest, mask, erase)
-        # The key hashes the region's final pixels, so it covers image, box and fill.
-        key = _key(encoder.identity, "image", digest)
+        # The key hashes the region's final pixels, so it covers image, box and fill;
+        # "crop" keeps the key it had before views existed (disk caches stay valid).
+        key = _key(encoder.identity, "image" if view == "crop" else f"image|view={view}", digest)
         with self._lock:
             self._requested.add(key)
             if key not in self._vectors and key not in self._pending:
-                self._pending[key] = _Pending(key, self.spec(backbone), image=image)
+                self._pending[key] = _Pending(key, self.spec(backbone), image=image, view=view)
             elif key in self._vectors:
                 self._vectors.move_to_end(key)
                 self.stats["memory_hits"] += 1
@@ -197,7 +210,7 @@ class FeatureStore:
             pending, self._pending = self._pending, {}
             protected, self._requested = self._requested, set()
             self._memo.clear()
-        todo: dict[tuple[str, str], list[_Pending]] = {}
+        todo: dict[tuple[str, str, str], list[_Pending]] = {}
         for item in pending.values():
             cached = self._read_disk(item.key)
             if cached is not None:
@@ -205,14 +218,15 @@ class FeatureStore:
                 self.stats["disk_hits"] += 1
                 continue
             kind = "image" if item.image is not None else "text"
-            todo.setdefault((item.backbone, kind), []).append(item)
-        for (spec, kind), items in todo.items():
+            todo.setdefault((item.backbone, kind, item.view), []).append(item)
+        for (spec, kind, view), items in todo.items():
             encoder = self._encoders[spec]
             for start in range(0, len(items), self.chunk):
                 part = items[start:start + self.chunk]
                 try:
                     if kind == "image":
-                        vecs = encoder.encode_images([p.image for p in part])
+                        views = {} if view == "crop" else {"view": view}  # plugin encoders may lack the argument
+                        vecs = encoder.encode_images([p.image for p in part], **views)
                         self.stats["images_encoded"] += len(part)
                     else:
                         vecs = encoder.encode_texts([p.text for p in part])
@@ -266,7 +280,7 @@ class FeatureStore:
     def encode_images(self, backbone: str, images: list[np.ndarray], **region) -> np.ndarray:
         """(N, D) embeddings of float RGB arrays, through the same cache."""
         keys = [self.request_image(backbone, im, box=region.get("box"), mask=region.get("mask"),
-                                   erase=region.get("erase")) for im in images]
+                                   erase=region.get("erase"), view=region.get("view", "crop")) for im in images]
         self.flush()
         return np.stack([self.get(k) for k in keys]) if keys else np.zeros((0, 0), np.float32)
 

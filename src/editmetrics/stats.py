@@ -362,7 +362,7 @@ def correlate_rows(rows: Iterable[dict], label: str, metrics: list[str] | None =
         res["skipped"] = missing
         if by:
             groups: dict[str, dict] = {}
-            for g in sorted({p[2] for p in pairs if p[2] not in (None, "None")}):
+            for g in sorted({p[2] for p in pairs if p[2] not in (None, "None", "")}):
                 gx = np.array([p[0] for p in pairs if p[2] == g])
                 gy = np.array([p[1] for p in pairs if p[2] == g])
                 groups[g] = correlate_arrays(gx, gy, higher_is_better=res["higher_is_better"],
@@ -370,6 +370,7 @@ def correlate_rows(rows: Iterable[dict], label: str, metrics: list[str] | None =
             srccs = [s["srcc"] for s in groups.values() if s["srcc"] is not None]
             res["by"] = by
             res["groups"] = groups
+            res["ungrouped"] = sum(1 for p in pairs if p[2] in (None, "None", ""))  # in the overall figures only
             res["srcc_std_across_groups"] = float(np.std(srccs)) if len(srccs) >= 2 else None
         results.append(res)
     return results

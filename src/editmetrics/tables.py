@@ -1,10 +1,12 @@
 """Result tables laid out like the papers' tables, as Markdown and JSON.
 
-- ``sppe_table``: SPPE Tables 5-7 (recovery): per privacy group and method,
+- ``sppe_table``: SPPE Tables 5-7 (recovery): per privacy group (the 11 of
+  SPPE's Table 2, ``editmetrics.sppe.privacy``) and method,
   CLIP-Sim (Src), SSIM (Src), PSNR (Src), DirI, DirS, CLIP-Sim (GT), SSIM (GT),
   PSNR (GT). Table 7 (InstructPix2Pix) is the same without groups (``group_field=None``).
 - ``rsie_table``: R-SIE Table 2: per method, for each operation (Replace,
-  Create, Delete) the columns RC, GC, DINO-I, CLIP-I.
+  Create, Delete) the columns RC, GC, DINO-I, CLIP-I (``reference``: the
+  image CLIP-I/DINO-I compare with, which the paper leaves open).
 - ``bpm_alignment_table``: BPM Tables 1-2: per metric, the human alignment
   score of each pair of models and their average.
 - ``summary_table``: every score key's mean per group (any benchmark).
@@ -157,24 +159,56 @@ SPPE_COLUMNS = [
 SPPE_GROUP_FIELDS = ("privacy_group", "group", "category")
 
 
+def _sppe_groups(all_rows: list[dict], group_field: str) -> tuple[dict[int, str | None], list[str], str]:
+    """(row id -> group label, ordered groups, note) for ``sppe_table``."""
+    from .sppe.privacy import group_of, order_key
+
+    if group_field in ("auto", "privacy_group"):
+        labels = {id(r): group_of(r) for r in all_rows}
+        if group_field == "privacy_group" or any(g is not None for g in labels.values()):
+            groups = sorted({g for g in labels.values() if g is not None}, key=order_key)
+            note = ("groups: SPPE's 11 privacy groups (paper Table 2), from each record's 'privacy_group' "
+                    "or else its 'category'")
+            lost = [r for r in all_rows if labels[id(r)] is None]
+            if lost:
+                cats = sorted({str(r.get("category")) for r in lost})
+                note += (f"; {len(lost)} record(s) have no privacy group (categories: {', '.join(cats)}) "
+                         "and appear only in Overall")
+            return labels, groups, note
+        group_field = _field(all_rows, SPPE_GROUP_FIELDS[1:]) or ""
+    labels = {id(r): (str(r.get(group_field)) if r.get(group_field) not in (None, "") else None) for r in all_rows}
+    groups = sorted({g for g in labels.values() if g is not None})
+    return labels, groups, f"groups from the records' {group_field!r} field"
+
+
 def sppe_table(runs: dict[str, list[dict]], group_field: str | None = "auto", title: str | None = None,
                overall: bool = True) -> Table:
     """SPPE Tables 5-6 (rows: privacy group x method, then Overall) or, with
-    ``group_field=None``, Table 7 (rows: method)."""
+    ``group_field=None``, Table 7 (rows: method).
+
+    ``group_field``: ``"auto"`` (default) or ``"privacy_group"``: SPPE's 11
+    privacy groups in the paper's column order (a record's ``privacy_group``,
+    else the group of its ``category`` by Table 2); ``"auto"`` falls back to a
+    ``group`` or ``category`` field when no record has a privacy group.
+    Any other field name groups by that field's values (e.g. ``"category"``).
+    """
     all_rows = [r for rows in runs.values() for r in rows]
-    if group_field == "auto":
-        group_field = _field(all_rows, SPPE_GROUP_FIELDS)
+    labels, groups, note = _sppe_groups(all_rows, group_field) if group_field else ({}, [], "")
+    no_groups = bool(group_field) and not groups
+    if no_groups:
+        group_field = None
     table = Table(title or "Recovery (SPPE Tables 5-7 layout)", ["Group", "Method"] if group_field else ["Method"],
                   [("", SPPE_COLUMNS)])
+    if no_groups and any(r.get(f) not in (None, "") for r in all_rows for f in SPPE_GROUP_FIELDS):
+        table.notes.append(f"no per-group rows: no record has a group ({note})")  # e.g. only unknown categories
     cells = []
     if group_field:
-        groups = sorted({str(r.get(group_field)) for r in all_rows if r.get(group_field) not in (None, "")})
         for group in groups:
             for method, rows in runs.items():
-                cells.append(([group, method], {"": [r for r in rows if str(r.get(group_field)) == group]}))
+                cells.append(([group, method], {"": [r for r in rows if labels[id(r)] == group]}))
         if overall:
             cells += [(["Overall", method], {"": rows}) for method, rows in runs.items()]
-        table.notes.append(f"groups from the records' {group_field!r} field")
+        table.notes.append(note)
     else:
         cells = [([method], {"": rows}) for method, rows in runs.items()]
     return _fill(table, runs, cells)
@@ -186,21 +220,49 @@ def sppe_table(runs: dict[str, list[dict]], group_field: str | None = "auto", ti
 
 RSIE_OPERATIONS = ("replace", "create", "delete")
 RSIE_GROUP_FIELDS = ("operation", "category")
+RSIE_REFERENCES = ("target", "source", "both")
+# The paper does not say which image CLIP-I / DINO-I compare the edit with
+# (docs/semantic.md, "R-SIE's CLIP-I / DINO-I reference"): both readings.
+RSIE_REFERENCE_NOTE = (
+    "R-SIE does not say which image CLIP-I and DINO-I compare the edit with. Table 1b uses CLIP image "
+    "similarity as a background-preservation baseline (suggesting the input image: clip_i@source, "
+    "dino_i@source); Table 3 follows MagicBrush, which compares with the ground-truth output "
+    "(clip_i@target, dino_i@target), and the Table 2 discussion speaks of coherence with the GT output. "
+    "This table uses: {used}.")
 
 
-def _rsie_columns(operation: str) -> list[Column]:
+def _image_columns(reference: str) -> list[Column]:
+    if reference == "target":
+        return [Column("DINO-I", ("dino_i@target",), scale=100.0, digits=2),
+                Column("CLIP-I", ("clip_i@target",), scale=100.0, digits=2)]
+    if reference == "source":
+        return [Column("DINO-I", ("dino_i", "dino_i@source"), scale=100.0, digits=2),
+                Column("CLIP-I", ("clip_i", "clip_i@source"), scale=100.0, digits=2)]
+    return [Column("DINO-I@target", ("dino_i@target",), scale=100.0, digits=2),
+            Column("CLIP-I@target", ("clip_i@target",), scale=100.0, digits=2),
+            Column("DINO-I@source", ("dino_i", "dino_i@source"), scale=100.0, digits=2),
+            Column("CLIP-I@source", ("clip_i", "clip_i@source"), scale=100.0, digits=2)]
+
+
+def _rsie_columns(operation: str, reference: str = "target") -> list[Column]:
     rc = "RC ↓" if operation.lower() in ("delete", "remove") else "RC"  # a deleted object should not be found
     return [
         Column(rc, ("clip_rc",), digits=2),  # clip_rc / clip_gc are already percentages
         Column("GC", ("clip_gc",), digits=2),
-        Column("DINO-I", ("dino_i@target", "dino_i"), scale=100.0, digits=2),
-        Column("CLIP-I", ("clip_i@target", "clip_i"), scale=100.0, digits=2),
-    ]
+    ] + _image_columns(reference)
 
 
-def rsie_table(runs: dict[str, list[dict]], operation_field: str | None = "auto", title: str | None = None) -> Table:
+def rsie_table(runs: dict[str, list[dict]], operation_field: str | None = "auto", title: str | None = None,
+               reference: str = "target") -> Table:
     """R-SIE Table 2: rows = methods, column groups = operations (Replace, Create,
-    Delete first, then any other operation found, sorted)."""
+    Delete first, then any other operation found, sorted).
+
+    ``reference``: the image CLIP-I and DINO-I compare the edit with, which the
+    paper leaves open: ``"target"`` (the ground-truth output, ``clip_i@target``,
+    as MagicBrush; default), ``"source"`` (the input image, ``clip_i``), or
+    ``"both"`` (four columns, labelled ``@target`` / ``@source``)."""
+    if reference not in RSIE_REFERENCES:
+        raise ValueError(f"reference must be one of {RSIE_REFERENCES}, not {reference!r}")
     all_rows = [r for rows in runs.values() for r in rows]
     if operation_field == "auto":
         operation_field = _field(all_rows, RSIE_GROUP_FIELDS)
@@ -212,7 +274,7 @@ def rsie_table(runs: dict[str, list[dict]], operation_field: str | None = "auto"
     else:
         ops = ["All"]
     table = Table(title or "Editing (R-SIE Table 2 layout)", ["Method"],
-                  [(op.capitalize(), _rsie_columns(op)) for op in ops])
+                  [(op.capitalize(), _rsie_columns(op, reference)) for op in ops])
     cells = []
     for method, rows in runs.items():
         by_group = {}
@@ -221,6 +283,9 @@ def rsie_table(runs: dict[str, list[dict]], operation_field: str | None = "auto"
             by_group[op.capitalize()] = selected
         cells.append(([method], by_group))
     table.notes.append("DINO-I and CLIP-I x 100 (the paper's percentages); RC and GC as computed (0-100)")
+    used = {"target": "the ground-truth output (clip_i@target, dino_i@target)",
+            "source": "the input image (clip_i, dino_i)", "both": "both, in separate columns"}[reference]
+    table.notes.append(RSIE_REFERENCE_NOTE.format(used=used))
     if operation_field:
         table.notes.append(f"operations from the records' {operation_field!r} field")
     return _fill(table, runs, cells)

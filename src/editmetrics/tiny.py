@@ -53,13 +53,16 @@ def _seed(seed: int) -> None:
 
 # -- open_clip CLIP ------------------------------------------------------------
 
-def write_open_clip(folder: str, *, name: str = "tinyclip", seed: int = 0, arch: str | None = None) -> str:
+def write_open_clip(folder: str, *, name: str = "tinyclip", seed: int = 0, arch: str | None = None,
+                    image_size: int | None = None) -> str:
     """Write a random tiny open_clip CLIP as ``NAME.json`` (model config) +
     ``NAME.safetensors``; return its backbone spec ``CONFIG:WEIGHTS`` (setting ``clip``).
 
     With ``arch`` (an open_clip model name such as ``ViT-L-14``) the model has
     that architecture's full size instead, still random, and the spec is
-    ``ARCH:WEIGHTS`` (used to time the paper's models where no weights exist)."""
+    ``ARCH:WEIGHTS`` (used to time the paper's models where no weights exist).
+    ``image_size`` changes the tiny model's input side (default 64; e.g. 224,
+    CLIP's, where the geometry of its preprocessing matters)."""
     import open_clip
     from safetensors.torch import save_file
 
@@ -69,8 +72,10 @@ def write_open_clip(folder: str, *, name: str = "tinyclip", seed: int = 0, arch:
     if arch:
         name = arch
     else:
+        config = TINY_CLIP if image_size is None else {
+            **TINY_CLIP, "vision_cfg": {**TINY_CLIP["vision_cfg"], "image_size": image_size}}
         with open(cfg, "w", encoding="utf-8") as fh:
-            json.dump(TINY_CLIP, fh)
+            json.dump(config, fh)
         open_clip.add_model_config(cfg)  # open_clip names a config file's model after its stem
     _seed(seed)
     level = logging.getLogger().level

@@ -14,6 +14,11 @@ batched). Definitions, scales and every choice the papers leave open are in
 - ``clip_rc``  100 * zero-shot P(class | crop of the target region of edited)      (R-SIE)
 - ``clip_gc``  100 * cos(E(edited minus region), E(source minus region))           (R-SIE)
 - ``dino_i``   cos(D(edited), D(ref)), D = DINO (v2) CLS embedding
+
+Every metric here takes ``view`` (``crop`` default, ``pad``, ``squash``;
+``editmetrics.views``): how each image (or region) meets the model's square
+input. ``crop`` is the papers' standard preprocessing and hides the borders of
+non-square images; ``pad`` sees every pixel (recommended for preservation).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import numpy as np
 from ..features import features_for
 from ..hookspecs import hookimpl
 from ..metric import Metric, MetricError, Param, Score
+from ..views import VIEW_HELP, VIEWS
 from . import regions
 
 EPS = 1e-6
@@ -40,6 +46,7 @@ COCO_CLASSES = (
     "scissors", "teddy bear", "hair drier", "toothbrush",
 )
 RC_TEMPLATE = "a photo of a {}."
+VIEW = Param("crop", VIEW_HELP, VIEWS)
 DELETE_OPS = ("delete", "remove", "removal")
 
 
@@ -64,6 +71,7 @@ class _Embedding(Metric):
 
     backbone = "clip"
     backbones: tuple[str, ...] = ("clip",)
+    params = {"view": VIEW}
 
     def setup(self, ctx) -> None:
         self.store = features_for(ctx)
@@ -71,7 +79,7 @@ class _Embedding(Metric):
         self._keys: dict = {}
 
     def image_key(self, rec, field, **region) -> str:
-        return self.store.request_image(self.backbone, rec, field, **region)
+        return self.store.request_image(self.backbone, rec, field, view=self.options["view"], **region)
 
     def text_key(self, text: str) -> str:
         return self.store.request_text(self.backbone, text)
@@ -130,6 +138,7 @@ class ClipT(_Embedding):
         "text": Param("target_caption", "record field holding the text (target_caption, instruction, ...)"),
         "scale": Param("cos", "cos: raw cosine; clipscore: 2.5*max(cos,0) with prefix 'A photo depicts '",
                        ("cos", "clipscore")),
+        "view": VIEW,
     }
 
     def required_fields(self):

@@ -20,6 +20,9 @@ def _settings(config_path, assignments, clip):
                    "(or edited_surrogate + target to compute it).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Checkpoint folder to create.")
 @click.option("--label", default="editability_label", show_default=True, help="Label field of the records.")
+@click.option("--label-map", type=click.Choice(["none", "cosine"]), default="none", show_default=True,
+              help="cosine: the stored labels are raw cosines c in [-1, 1]; train on (1 + c) / 2 "
+                   "(SPPE section 4.3). Without it, labels outside [0, 1] are refused.")
 @click.option("--val-fraction", default=0.2, show_default=True, type=click.FloatRange(0, 0.9),
               help="Held-out share for early stopping (random, seeded).")
 @click.option("--epochs", default=300, show_default=True, type=click.IntRange(1), help="Maximum epochs.")
@@ -35,15 +38,15 @@ def _settings(config_path, assignments, clip):
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML settings file.")
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Set any setting (repeatable).")
 @click.option("--clip", help="CLIP backbone spec (setting 'clip'); recorded in the checkpoint.")
-def train_erma(pairs, out, label, val_fraction, epochs, patience, lr, batch_size, hidden, dropout, seed, device,
-               progress, config_path, assignments, clip):
+def train_erma(pairs, out, label, label_map, val_fraction, epochs, patience, lr, batch_size, hidden, dropout, seed,
+               device, progress, config_path, assignments, clip):
     """Train ERMA's head on frozen CLIP features (SPPE eq. 3-5)."""
     from .train import TrainOptions, train_erma as run
 
     settings = _settings(config_path, assignments, clip)
     opts = TrainOptions(label=label, val_fraction=val_fraction, epochs=epochs, patience=patience, lr=lr,
                         batch_size=batch_size, hidden=hidden, dropout=dropout, seed=seed, device=device,
-                        progress=progress)
+                        progress=progress, label_map=label_map)
     try:
         result = run(pairs, out, settings, opts)
     except (MetricError, FileExistsError) as exc:
@@ -92,7 +95,9 @@ def synth(out, photos, surrogates, instructions, size, seed, clip, layout):
 @sppe_group.command("table")
 @click.argument("results", type=click.Path(exists=True, dir_okay=False))
 @click.option("--label", default="editability_label", show_default=True)
-@click.option("--by", default="category", show_default=True, help="Field for the SRCC-std row ('' for none).")
+@click.option("--by", default="privacy_group", show_default=True,
+              help="Field for the SRCC-std row: privacy_group (SPPE's 11 groups, Table 2; taken from "
+                   "'category' where a row has none), category (the fine-grained categories), '' for none.")
 @click.option("--bootstrap", default=1000, show_default=True, type=click.IntRange(0))
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Write the Markdown here too.")
 def table(results, label, by, bootstrap, out_path):
@@ -100,9 +105,15 @@ def table(results, label, by, bootstrap, out_path):
     from ..plugins import get_registry
     from ..runner import read_results
     from ..stats import correlate_rows, metric_directions
+    from .privacy import GROUP_FIELD, with_privacy_groups
     from .table import markdown_table
 
     rows = list(read_results(results))
+    if by == GROUP_FIELD:
+        rows, unknown = with_privacy_groups(rows)
+        if unknown:
+            click.echo(f"categories outside SPPE's 36 have no privacy group (overall figures only): "
+                       f"{', '.join(unknown)}", err=True)
     keys = [k for k in dict.fromkeys(k for r in rows for k in r.get("scores", {})) if k != label]
     scored = [k for k in keys if any(r["scores"].get(k) is not None for r in rows)]
     failures = {}

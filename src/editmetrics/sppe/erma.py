@@ -6,7 +6,11 @@ surrogate, instruction), before any cloud edit.
 - Relational vector (eq. 3): f_X, f_S, f_X*f_S, f_X-f_S, |f_X-f_S|, f_T and
   cos(X,T), cos(S,T), cos(X,S) on L2-normalised features.
 - A small MLP with a sigmoid (eq. 4), trained with MSE on the editability
-  label (eq. 5), which is already in [0, 1] ((1 + cos) / 2).
+  label (eq. 5), mapped to [0, 1] as (1 + cos) / 2 (section 4.3).
+
+The paper's text lost its equations: the order of eq. 3 and the sign of its
+difference follow the prose of section 4.2, and MSE for eq. 5 is our reading
+of "for regression" (docs/sppe.md, "Reconstructed from the prose").
 
 Checkpoint folder: ``erma.safetensors`` (head weights) + ``erma.json`` (backbone
 spec, embedding size, feature layout, head shape, training record). A run whose

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from typing import Iterator
 
 from ..records import PairsFileError
+from .privacy import GROUP_FIELD, privacy_group
 
 SPPE_INDEX = "sppe.json"
 # SPPE 7-tuple (section 3.2) -> editmetrics record fields
@@ -43,7 +45,11 @@ INSTANCE (SPPE 7-tuple, section 3.2, plus bookkeeping):
   edited_surrogate  MLLM edit of S                                      optional
   split             "train" / "test" ...                                optional
   editability_label precomputed label in [0, 1]                         optional
-Any other key is carried through unchanged. PATH may be ROOT or ROOT/sppe.json
+  privacy_group     one of the 11 privacy groups (Table 2)              optional
+Any other key is carried through unchanged. `privacy_group` is written from
+`category` with SPPE's Table 2 (36 categories -> 11 groups, e.g. "faces" ->
+"Face", "plate" -> "License Plate") unless the instance sets it; a category
+outside the paper's 36 gets no group (a warning names it). PATH may be ROOT or ROOT/sppe.json
 (or another index file with this schema, e.g. ROOT/test.json)."""
 
     def records(self, path: str) -> Iterator[dict]:
@@ -57,6 +63,7 @@ Any other key is carried through unchanged. PATH may be ROOT or ROOT/sppe.json
         if not isinstance(items, list):
             raise PairsFileError(f"sppe: {index} must hold a list of instances or {{\"instances\": [...]}}")
         seen = set()
+        unknown: set[str] = set()
         for number, item in enumerate(items, start=1):
             missing = [k for k in ("id", "category", "instruction", "source", "surrogate") if not item.get(k)]
             if missing:
@@ -68,7 +75,16 @@ Any other key is carried through unchanged. PATH may be ROOT or ROOT/sppe.json
             for key, name in SPPE_FIELDS.items():
                 if item.get(key):
                     rec[name] = _abs(root, item[key])
+            if not rec.get(GROUP_FIELD):
+                group = privacy_group(item["category"])
+                if group is None:
+                    unknown.add(str(item["category"]))
+                else:
+                    rec[GROUP_FIELD] = group
             yield rec
+        if unknown:
+            warnings.warn(f"sppe: {index}: categories outside SPPE's 36 (Table 2) get no privacy_group: "
+                          f"{', '.join(sorted(unknown))}", stacklevel=2)
 
 
 class InstructPix2PixLoader:

@@ -32,7 +32,8 @@ from ..tiny import write_open_clip
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "immunohistochemistry", "hubble_deep_field",
           "retina", "page", "coins", "moon", "text", "brick", "grass", "gravel", "colorwheel", "cell", "clock")
 # category -> box (width, height) as fractions of the image side
-CATEGORIES = {"faces": (0.35, 0.4), "plate": (0.5, 0.15), "document": (0.4, 0.5), "landmark": (0.6, 0.55)}
+# real SPPE categories (Table 2) of four privacy groups: Face, License Plate, Document, Others
+CATEGORIES = {"faces": (0.35, 0.4), "plate": (0.5, 0.15), "passport": (0.4, 0.5), "landmark": (0.6, 0.55)}
 INSTRUCTIONS = (
     "turn to a pencil sketch style",
     "make it look like an old sepia photograph",

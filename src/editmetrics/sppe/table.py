@@ -21,6 +21,24 @@ def _order(key: str) -> int:
     return ids.index(base) if base in ids else len(ids)
 
 
+def std_label(results: list[dict]) -> str:
+    """Row label of the SRCC-std row: names what the std is taken across."""
+    by = next((r.get("by") for r in results if r.get("by")), "privacy_group")
+    what = {"privacy_group": "privacy groups", "category": "categories"}.get(by, f"{by} values")
+    return f"SRCC std across {what}"
+
+
+def std_note(results: list[dict]) -> str | None:
+    by = next((r.get("by") for r in results if r.get("by")), None)
+    if not by:
+        return None
+    n_groups = max((sum(1 for g in r.get("groups", {}).values() if g.get("srcc") is not None) for r in results),
+                   default=0)
+    ungrouped = max((r.get("ungrouped", 0) for r in results), default=0)
+    return (f"SRCC std: population std (ddof=0) over the {n_groups} {by!r} values with a defined SRCC"
+            + (f"; {ungrouped} pair(s) have no {by!r} and count only in the overall figures" if ungrouped else ""))
+
+
 def markdown_table(results: list[dict], failures: dict[str, str] | None = None) -> str:
     """``results``: ``stats.correlate_rows`` output (with groups for the std
     row). ``failures``: metric key -> reason for metrics with no score at all."""
@@ -39,9 +57,12 @@ def markdown_table(results: list[dict], failures: dict[str, str] | None = None) 
     for label, field in (("SRCC", "srcc"), ("PLCC", "plcc_logistic"), ("PLCC (raw)", "plcc"), ("KRCC", "krcc")):
         lines.append(f"| {label} | " + " | ".join(cell(k, field) for k in keys) + " |")
     if any("srcc_std_across_groups" in r for r in results):
-        lines.append("| SRCC std across categories | " + " | ".join(cell(k, "srcc_std_across_groups", 3) for k in keys) + " |")
+        lines.append(f"| {std_label(results)} | "
+                     + " | ".join(cell(k, "srcc_std_across_groups", 3) for k in keys) + " |")
     lines.append("| n | " + " | ".join(str(by_key[k]["n"]) if k in by_key else "0" for k in keys) + " |")
     notes = [f"- {_name(k)} (`{k}`): not scored: {failures[k]}" for k in keys if k in failures]
+    if std_note(results):
+        notes.append(f"- {std_note(results)}")
     if notes:
         lines += ["", *notes]
     return "\n".join(lines)
@@ -57,11 +78,13 @@ def table4(results: list[dict], failures: dict[str, str] | None = None, title: s
     keys.sort(key=_order)
     table = Table(title=title, stub=["Metric"], groups=[("", [Column(_name(k), (k,)) for k in keys])])
     for label, field in (("SRCC", "srcc"), ("PLCC", "plcc_logistic"), ("PLCC (raw)", "plcc"), ("KRCC", "krcc"),
-                         ("SRCC std across categories", "srcc_std_across_groups")):
+                         (std_label(results), "srcc_std_across_groups")):
         values = [by_key[k].get(field) if k in by_key else None for k in keys]
         table.rows.append(([label], values, [by_key[k]["n"] if k in by_key else 0 for k in keys]))
     for k in keys:
         table.used[f"/{_name(k)}"] = k
     table.notes = [f"{_name(k)} (`{k}`) not scored: {failures[k]}" for k in keys if k in failures]
     table.notes.append("PLCC is computed after the 4-parameter logistic fit; lower-is-better metrics are negated.")
+    if std_note(results):
+        table.notes.append(std_note(results))
     return table

@@ -36,6 +36,7 @@ class TrainOptions:
     seed: int = 0
     device: str = "cpu"
     progress: bool | None = None
+    label_map: str = "none"  # "cosine": stored labels are raw cosines c in [-1, 1] -> (1 + c) / 2
 
 
 @dataclass
@@ -57,6 +58,35 @@ def _label_of(fields: dict, label: str):
     except (TypeError, ValueError):
         return None
     return value if math.isfinite(value) else None
+
+
+LABEL_MAPS = ("none", "cosine")
+TOLERANCE = 1e-6  # rounding in stored labels
+
+
+def map_labels(labels: dict[str, float], opts: TrainOptions) -> dict[str, float]:
+    """Check stored labels against the range ERMA's sigmoid head can output,
+    [0, 1], after the optional cosine mapping of SPPE section 4.3; refuse
+    them (MetricError) with the numbers and the fix otherwise."""
+    if opts.label_map not in LABEL_MAPS:
+        raise MetricError(f"erma: unknown label map {opts.label_map!r}; choose one of {', '.join(LABEL_MAPS)}")
+    if not labels:
+        return labels
+    values = np.array(list(labels.values()), dtype=np.float64)
+    low, high = (-1.0, 1.0) if opts.label_map == "cosine" else (0.0, 1.0)
+    outside = (values < low - TOLERANCE) | (values > high + TOLERANCE)
+    if outside.any():
+        where = (f"{int(outside.sum())} of {len(values)} stored {opts.label!r} values lie outside "
+                 f"[{low:g}, {high:g}] (min {values.min():.4g}, max {values.max():.4g})")
+        if opts.label_map == "cosine":
+            raise MetricError(f"erma: {where}: --label-map cosine expects raw cosines in [-1, 1]")
+        raise MetricError(
+            f"erma: {where}. ERMA's sigmoid head predicts values in [0, 1]; SPPE (section 4.3) maps the raw "
+            "editing-direction cosine c in [-1, 1] linearly to (1 + c) / 2 before regression. If these labels "
+            "are raw cosines, pass --label-map cosine (applies (1 + c) / 2); otherwise rescale them to [0, 1]")
+    if opts.label_map == "cosine":
+        return {k: min(1.0, max(0.0, (1.0 + v) / 2.0)) for k, v in labels.items()}
+    return {k: min(1.0, max(0.0, v)) for k, v in labels.items()}
 
 
 def training_set(pairs: str, settings: dict, store, spec: str, opts: TrainOptions):
@@ -81,6 +111,7 @@ def training_set(pairs: str, settings: dict, store, spec: str, opts: TrainOption
                 need_metric.append(rec)
             else:
                 skipped[rec.key] = f"no {opts.label!r} label"
+    labels = map_labels(labels, opts)  # stored labels only: computed ones are (1 + c) / 2 already
     if need_metric:
         from ..runner import score_records
 
@@ -221,6 +252,7 @@ def train_erma(pairs: str, out: str, settings: dict, opts: TrainOptions | None =
         "training": {"pairs": os.path.abspath(pairs), "label": opts.label, "seed": opts.seed,
                      "val_fraction": opts.val_fraction, "lr": opts.lr, "weight_decay": opts.weight_decay,
                      "batch_size": opts.batch_size, "max_epochs": opts.epochs, "patience": opts.patience,
+                     "label_map": opts.label_map,
                      "skipped": len(skipped), **record},
     }
     save_checkpoint(out, head, config)
