@@ -161,8 +161,15 @@ def test_halving_and_box_follow_matlab_borders():
     x = np.arange(1.0, 6.0)[None].repeat(2, 0)  # odd width 5
     # imfilter(ones(2)/4, 'symmetric') then 1:2:end: the odd last column is averaged with itself
     assert fr.halve_symmetric(x).tolist() == [[1.5, 3.5, 5.0]]
-    # conv2(ones(2)/4, 'same'): zero beyond the last row/column
-    assert fr.conv2_same_box(np.array([[1.0, 2, 3, 4, 5]]), 2).tolist() == [[0.75, 1.25, 1.75, 2.25, 1.25]]
-    # conv2(ones(3)/9, 'same'): centred window
-    one = fr.conv2_same_box(np.ones((4, 4)), 3)
-    assert one[1, 1] == pytest.approx(1.0) and one[0, 0] == pytest.approx(4 / 9)
+    # conv2(ones(2)/4, 'same') then 1:2:end: zero beyond the last row/column
+    assert fr.box_downsample(np.array([[1.0, 2, 3, 4, 5]]), 2).tolist() == [[0.75, 1.75, 1.25]]
+    # conv2(ones(3)/9, 'same') then 1:3:end: centred windows, the first one reaching into the zero padding
+    rng = np.random.RandomState(0)
+    img = rng.rand(7, 8)
+    padded = np.pad(img, 1)
+    full = np.array([[padded[i : i + 3, j : j + 3].mean() for j in range(8)] for i in range(7)])
+    assert np.allclose(fr.box_downsample(img, 3), full[::3, ::3], atol=1e-15)
+    # ones(4)/16: window i-1 .. i+2
+    padded = np.pad(img, ((1, 2), (1, 2)))
+    full = np.array([[padded[i : i + 4, j : j + 4].mean() for j in range(8)] for i in range(7)])
+    assert np.allclose(fr.box_downsample(img, 4), full[::4, ::4], atol=1e-15)

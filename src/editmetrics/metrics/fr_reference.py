@@ -109,23 +109,24 @@ def ms_ssim(x: np.ndarray, y: np.ndarray, weights=MS_SSIM_WEIGHTS) -> float:
 # --- GMSD (GMSD.m) --------------------------------------------------------------------
 
 
-def conv2_same_box(x: np.ndarray, f: int) -> np.ndarray:
-    """conv2(x, ones(f)/f^2, 'same'): zero padding; output i averages x[i-ceil((f-1)/2)+... ]
-    i.e. the f samples ending at i + ceil((f-1)/2)."""
-    s = (f - 1) - (f - 1) // 2  # ceil((f - 1) / 2)
-    lo, hi = f - 1 - s, s  # samples before / after i
-    p = np.pad(x, ((lo + 1, hi), (lo + 1, hi)))
-    c = p.cumsum(0).cumsum(1)
-    h, w = x.shape
-    box = c[f:, f:] - c[:-f, f:] - c[f:, :-f] + c[:-f, :-f]
-    return box[:h, :w] / (f * f)
+def box_downsample(x: np.ndarray, f: int) -> np.ndarray:
+    """conv2(x, ones(f)/f^2, 'same') sampled as x(1:f:end, 1:f:end) (GMSD.m, FeatureSIM.m).
+
+    conv2 'same' puts the window of output i on samples i-lo .. i+hi with
+    hi = ceil((f-1)/2), lo = f-1-hi, and pads with zeros. The sampled windows
+    tile the zero-padded image, so this is a plain block mean."""
+    hi = f // 2  # ceil((f - 1) / 2)
+    lo = f - 1 - hi
+    rows, cols = -(-x.shape[0] // f), -(-x.shape[1] // f)
+    p = np.zeros((rows * f, cols * f))
+    p[lo : lo + x.shape[0], lo : lo + x.shape[1]] = x[: rows * f - lo, : cols * f - lo]
+    return p.reshape(rows, f, cols, f).mean(axis=(1, 3))
 
 
 def gmsd(x: np.ndarray, y: np.ndarray, t: float = 170.0) -> float:
     """Xue's GMSD.m on 8-bit gray images (0-255 floats)."""
     cv2 = _cv2()
-    x = conv2_same_box(x, 2)[::2, ::2]
-    y = conv2_same_box(y, 2)[::2, ::2]
+    x, y = box_downsample(x, 2), box_downsample(y, 2)
     dx = np.array([[1, 0, -1]] * 3, np.float64) / 3.0  # Prewitt / 3; sign is irrelevant for magnitudes
 
     def magnitude(img):
@@ -296,7 +297,8 @@ def _centred_grid(rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
 
 @functools.lru_cache(maxsize=8)
 def _log_gabor_bank(rows: int, cols: int) -> tuple:
-    """phasecong2's filters for one image size: (filters[o][s], EM_n[o], noise sums[o])."""
+    """phasecong2's filters for one image size: (filters[o, s], EM_n[o], noise sums[o]); cached
+    because an edit and its source share one size across a data set."""
     nscale, norient, min_wl, mult, sigma_onf, d_theta = 4, 4, 6, 2, 0.55, 1.2
     theta_sigma = math.pi / norient / d_theta
     x, y = _centred_grid(rows, cols)
@@ -321,22 +323,24 @@ def _log_gabor_bank(rows: int, cols: int) -> tuple:
         spatial = [np.fft.ifft2(f).real * math.sqrt(rows * cols) for f in filters]
         sum_an2 = sum(float((sf * sf).sum()) for sf in spatial)
         sum_aiaj = sum(float((spatial[i] * spatial[j]).sum()) for i in range(nscale) for j in range(i + 1, nscale))
-        bank.append(filters)
+        bank.append(np.stack(filters))
         em.append(float((filters[0] ** 2).sum()))
         noise_sums.append((sum_an2, sum_aiaj))
-    return bank, em, noise_sums
+    return np.stack(bank), em, noise_sums
 
 
 def phase_congruency(im: np.ndarray) -> np.ndarray:
     """phasecong2 of FeatureSIM.m (Kovesi's PC_2 with FSIM's parameters)."""
     rows, cols = im.shape
     bank, em, noise_sums = _log_gabor_bank(rows, cols)
-    spectrum = np.fft.fft2(im)
+    from scipy import fft
+
+    spectrum = fft.fft2(im)
     energy_all = np.zeros((rows, cols))
     an_all = np.zeros((rows, cols))
     k, epsilon = 2.0, 1e-4
     for o, filters in enumerate(bank):
-        eo = np.fft.ifft2(spectrum[None] * np.stack(filters), axes=(1, 2))
+        eo = fft.ifft2(spectrum * filters, axes=(1, 2))
         even, odd = eo.real, eo.imag
         an = np.abs(eo)
         sum_e, sum_o = even.sum(axis=0), odd.sum(axis=0)
@@ -365,7 +369,7 @@ def fsim(ref: np.ndarray, dist: np.ndarray) -> tuple[float, float]:
         out = []
         for row in yiq:
             c = img[..., 0] * row[0] + img[..., 1] * row[1] + img[..., 2] * row[2]
-            out.append(conv2_same_box(c, f)[::f, ::f] if f > 1 else c)
+            out.append(box_downsample(c, f) if f > 1 else c)
         return out
 
     y1, i1, q1 = channels(ref)
