@@ -1,6 +1,6 @@
 """Speed of the reference-script IQA metrics against pyiqa's implementations, in one run.
 
-    .venv/bin/python benchmarks/bench_fr_iqa.py [--pairs 8] [--size 512x384] [--repeat 3]
+    .venv/bin/python benchmarks/bench_fr_iqa.py [--pairs 4] [--size 512x384] [--repeat 2]
 
 For each of ms_ssim, gmsd, vif, vifp and fsim it times, per image pair (best
 of ``--repeat`` passes over ``--pairs`` pairs made from skimage.data photographs
@@ -49,9 +49,9 @@ def best_per_item(fn, items, repeat: int) -> tuple[float, list[float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pairs", type=int, default=8)
+    parser.add_argument("--pairs", type=int, default=4)
     parser.add_argument("--size", default="512x384", help="WxH")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
     w, h = map(int, args.size.split("x"))
 

@@ -22,7 +22,7 @@ import pytest
 
 from editmetrics import score_records
 from editmetrics.metrics import fr_reference as fr
-from editmetrics.metrics.pixel import rgb2gray_uint8
+from editmetrics.metrics.pixel import rgb2gray_uint8, ssim_map
 
 from helpers import save
 from iqa_cases import CASES, digest, make_pair
@@ -80,6 +80,7 @@ def test_matches_reference_scripts(reference, name):
         "gmsd": fr.gmsd(g_ref, g_dist),
         "vif": fr.vif(g_ref, g_dist),
         "vifp": fr.vifp(g_ref, g_dist),
+        "ssim": float(ssim_map(g_ref, g_dist, 255.0).mean()),
     }
     got["fsim_gray"], got["fsim"] = fr.fsim(ref.astype(np.float64), dist.astype(np.float64))
     for key, value in got.items():

@@ -10,6 +10,10 @@ Conventions (``docs/conventions.md``):
   values, averaged over channels (torchmetrics' and scikit-image's
   ``channel_axis`` result).
 - ``l1`` / ``l2``: MagicBrush's mean absolute / mean squared difference on [0, 1].
+- ``ms_ssim``, ``gmsd``, ``vif``, ``vifp``, ``fsim``: as the authors' MATLAB
+  scripts compute them (``fr_reference``: msssim.m, GMSD.m, vifvec.m,
+  vifp_mscale.m, FeatureSIM.m), checked against the scripts run in GNU Octave;
+  ``convention=piq`` keeps piq's RGB implementations (not for ``vif``).
 - ``region=inside|outside`` restricts psnr/ssim/l1/l2 to the record's ``mask``
   (inside = mask non-zero) -- e.g. ``psnr(region=outside)`` measures how well
   the background was preserved. SSIM averages its map over the region's pixels
