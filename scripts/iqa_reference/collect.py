@@ -14,7 +14,8 @@ SOURCES = {
                "with its renamed call my_ssim_index_new -> ssim_index_new restored; ssim_index_new.m from "
                "zengzhengda/myNEWIQA@97e0eeaa622a1ea5f939de87f65da9c39c2f7fce); defaults K=[0.01 0.03], "
                "fspecial('gaussian',11,1.5), 5 levels, product",
-    "ssim": "ssim_index.m (Z. Wang, 2003 release, no downsampling; zengzhengda/myNEWIQA@97e0eeaa622a1ea5f939de87f65da9c39c2f7fce)",
+    "ssim": "ssim_index.m (Z. Wang, 2003 release, no downsampling; "
+            "zengzhengda/myNEWIQA@97e0eeaa622a1ea5f939de87f65da9c39c2f7fce)",
     "gmsd": "GMSD.m (W. Xue; SimonBarta/Metrics-for-360-pictures@63c9428e77cd2986c71de91a8ef0346f31edc115, whose "
             "conv2 -> convn edit was undone: identical on 2-D arrays)",
     "vif": "vifvec.m, vifsub_est_M.m, refparams_vecgsm.m, ind2wtree.m (H. R. Sheikh, LIVE release as bundled in "
