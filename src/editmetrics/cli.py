@@ -219,6 +219,9 @@ def metrics_markdown(rows: list[dict]) -> str:
             f"| `{row['id']}` | {row['plugin']} | {'higher' if row['higher_is_better'] else 'lower'} | {rng} "
             f"| {needs} | {row['reference'] or '-'} | {params} | {row['description']} |"
         )
+    cited = [row for row in rows if row["plugin"] in builtin and row.get("citation")]
+    if cited:
+        lines += ["", "## References", ""] + [f"- `{row['id']}`: {row['citation']}" for row in cited]
     return "\n".join(lines) + "\n"
 
 

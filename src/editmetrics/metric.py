@@ -85,6 +85,7 @@ class Metric:
       ``None`` for metrics that compare nothing.
     - ``params``: name -> ``Param``.
     - ``thread_safe``: compute() is pure (no state, no shared service).
+    - ``citation``: optional; the paper (and reference script) the metric follows.
     """
 
     id: ClassVar[str]
@@ -98,6 +99,7 @@ class Metric:
     # True when compute() keeps no state and calls no shared service, so the
     # runner may score several batches at once in threads (pure numpy/OpenCV).
     thread_safe: ClassVar[bool] = False
+    citation: ClassVar[str] = ""
 
     def __init__(self, reference: str | None = None, **params: Any):
         self.ref = reference if reference is not None else type(self).reference
@@ -134,7 +136,7 @@ class Metric:
             "optional_fields": list(cls.optional_fields),
             "reference": cls.reference,
             "params": {name: p.describe() for name, p in cls.params.items()},
-        }
+        } | ({"citation": cls.citation} if cls.citation else {})
 
 
 def _json_bound(value):

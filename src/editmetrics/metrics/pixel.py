@@ -10,6 +10,10 @@ Conventions (``docs/conventions.md``):
   values, averaged over channels (torchmetrics' and scikit-image's
   ``channel_axis`` result).
 - ``l1`` / ``l2``: MagicBrush's mean absolute / mean squared difference on [0, 1].
+- ``ms_ssim``, ``gmsd``, ``vif``, ``vifp``, ``fsim``: as the authors' MATLAB
+  scripts compute them (``fr_reference``: msssim.m, GMSD.m, vifvec.m,
+  vifp_mscale.m, FeatureSIM.m), checked against the scripts run in GNU Octave;
+  ``convention=piq`` keeps piq's RGB implementations (not for ``vif``).
 - ``region=inside|outside`` restricts psnr/ssim/l1/l2 to the record's ``mask``
   (inside = mask non-zero) -- e.g. ``psnr(region=outside)`` measures how well
   the background was preserved. SSIM averages its map over the region's pixels
@@ -24,6 +28,7 @@ import numpy as np
 
 from ..hookspecs import hookimpl
 from ..metric import Metric, MetricError, Param
+from . import fr_reference
 
 # MATLAB rgb2gray coefficients (inverse of the NTSC YIQ transform row).
 RGB2GRAY = np.array([0.298936021293775, 0.587043074451121, 0.114020904255103], dtype=np.float64)
@@ -158,6 +163,8 @@ def rgb2gray_uint8(image: np.ndarray) -> np.ndarray:
 class SSIM(_PairMetric):
     id = "ssim"
     description = "Structural similarity (Wang et al. reference convention by default)"
+    citation = ("Z. Wang, A. C. Bovik, H. R. Sheikh, E. P. Simoncelli, \"Image quality assessment: from error "
+                "visibility to structural similarity\", IEEE Trans. Image Processing 13(4), 2004 (ssim_index.m)")
     higher_is_better = True
     range = (-1.0, 1.0)
     params = {
@@ -214,38 +221,119 @@ class _PiqMetric(_PairMetric):
         return {}
 
 
-class MSSSIM(_PiqMetric):
+def _uint8_values(image: np.ndarray) -> np.ndarray:
+    """RGB in [0, 1] -> float64 on 0-255, rounded to the 8-bit values (exact for 8-bit files)."""
+    out = image.astype(np.float64) * 255.0
+    return np.rint(out, out=out)
+
+
+class _ReferenceScript(_PiqMetric):
+    """A metric computed as its authors' MATLAB script does (``fr_reference``),
+    with piq's RGB implementation kept as ``convention=piq``."""
+
+    thread_safe = True  # the reference convention is numpy/OpenCV; piq switches this off
+
+    def __init__(self, reference=None, **params):
+        super().__init__(reference, **params)
+        self.thread_safe = self.options["convention"] != "piq"
+
+    def setup(self, ctx):
+        if self.options["convention"] == "piq":
+            super().setup(ctx)
+
+    def compute(self, rec):
+        if self.options["convention"] == "piq":
+            return super().compute(rec)
+        a, b, _ = self.images(rec)
+        return self.reference_value(a, b)
+
+    def reference_value(self, edited: np.ndarray, reference: np.ndarray) -> float:  # pragma: no cover
+        raise NotImplementedError
+
+
+def _convention(script: str, default: str) -> Param:
+    return Param(default, f"{default}: the authors' {script} on 8-bit luma (docs/conventions.md); "
+                 "piq: piq's implementation on RGB in [0, 1]", (default, "piq"))
+
+
+class MSSSIM(_ReferenceScript):
     id = "ms_ssim"
-    description = "Multi-scale SSIM over RGB on [0, 1] (piq; images of at least 161 px)"
+    description = ("Multi-scale SSIM as Wang's msssim.m (8-bit rgb2gray luma, 5 scales, images of at least "
+                   "176 px); convention=piq: piq on RGB")
+    citation = ("Z. Wang, E. P. Simoncelli, A. C. Bovik, \"Multi-scale structural similarity for image quality "
+                "assessment\", Asilomar Conference on Signals, Systems and Computers, 2003")
     higher_is_better = True
     range = (0.0, 1.0)
+    params = {"convention": _convention("msssim.m", "wang")}
     piq_function = "multi_scale_ssim"
     min_side = 161
 
+    def reference_value(self, edited, reference):
+        return fr_reference.ms_ssim(rgb2gray_uint8(reference), rgb2gray_uint8(edited))
 
-class FSIM(_PiqMetric):
+
+class FSIM(_ReferenceScript):
     id = "fsim"
-    description = "Feature similarity index FSIMc (piq)"
+    description = "Feature similarity FSIMc as Zhang's FeatureSIM.m (color=false: FSIM on luma); convention=piq: piq"
+    citation = ("L. Zhang, L. Zhang, X. Mou, D. Zhang, \"FSIM: a feature similarity index for image quality "
+                "assessment\", IEEE Trans. Image Processing 20(8), 2011")
     higher_is_better = True
     range = (0.0, 1.0)
+    params = {
+        "convention": Param("zhang", "zhang: the authors' FeatureSIM.m on 8-bit RGB (docs/conventions.md); "
+                            "piq: piq's implementation on RGB in [0, 1]", ("zhang", "piq")),
+        "color": Param(True, "true: FSIMc (luma and chroma); false: FSIM (luma only)"),
+    }
     piq_function = "fsim"
 
+    def extra_args(self):
+        return {"chromatic": self.options["color"]}
 
-class VIF(_PiqMetric):
+    def reference_value(self, edited, reference):
+        gray, color = fr_reference.fsim(_uint8_values(reference), _uint8_values(edited))
+        return color if self.options["color"] else gray
+
+
+class VIF(_PairMetric):
     id = "vif"
-    description = "Visual information fidelity, pixel domain (piq vif_p)"
+    description = ("Visual information fidelity in the wavelet domain as Sheikh and Bovik's vifvec.m "
+                   "(8-bit luma, steerable pyramid; images of at least 72 px)")
+    citation = ("H. R. Sheikh, A. C. Bovik, \"Image information and visual quality\", IEEE Trans. Image "
+                "Processing 15(2), 2006")
     higher_is_better = True
     range = (0.0, math.inf)
+
+    def compute(self, rec):
+        a, b, _ = self.images(rec)
+        return fr_reference.vif(rgb2gray_uint8(b), rgb2gray_uint8(a))
+
+
+class VIFP(_ReferenceScript):
+    id = "vifp"
+    description = "Pixel-domain VIF as Sheikh and Bovik's vifp_mscale.m (8-bit luma); convention=piq: piq vif_p on RGB"
+    citation = VIF.citation
+    higher_is_better = True
+    range = (0.0, math.inf)
+    params = {"convention": _convention("vifp_mscale.m", "sheikh")}
     piq_function = "vif_p"
     min_side = 41
 
+    def reference_value(self, edited, reference):
+        return fr_reference.vifp(rgb2gray_uint8(reference), rgb2gray_uint8(edited))
 
-class GMSD(_PiqMetric):
+
+class GMSD(_ReferenceScript):
     id = "gmsd"
-    description = "Gradient magnitude similarity deviation (piq)"
+    description = "Gradient magnitude similarity deviation as Xue's GMSD.m (8-bit luma); convention=piq: piq on RGB"
+    citation = ("W. Xue, L. Zhang, X. Mou, A. C. Bovik, \"Gradient magnitude similarity deviation: a highly "
+                "efficient perceptual image quality index\", IEEE Trans. Image Processing 23(2), 2014")
     higher_is_better = False
     range = (0.0, math.inf)
+    params = {"convention": _convention("GMSD.m", "xue")}
     piq_function = "gmsd"
+
+    def reference_value(self, edited, reference):
+        return fr_reference.gmsd(rgb2gray_uint8(reference), rgb2gray_uint8(edited))
 
 
 class HaarPSI(_PiqMetric):
@@ -258,5 +346,5 @@ class HaarPSI(_PiqMetric):
 
 @hookimpl
 def register_metrics(register):
-    for cls in (PSNR, SSIM, L1, L2, MSSSIM, FSIM, VIF, GMSD, HaarPSI):
+    for cls in (PSNR, SSIM, L1, L2, MSSSIM, FSIM, VIF, VIFP, GMSD, HaarPSI):
         register(cls)
