@@ -382,7 +382,9 @@ class InProcessExecutor:
 
     def _run_batches_in_pool(self, load, score, records, batch_size) -> Iterator[dict]:
         def work(batch: list[EditRecord]) -> list[dict]:
-            return score([load(record) for record in batch])
+            # thread-safe metrics use no shared service, so batch composition changes nothing:
+            # one record decoded at a time keeps memory at one record per worker
+            return [row for record in batch for row in score([load(record)])]
 
         limit = self.workers * self.lookahead_batches
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="editmetrics-score") as pool:
