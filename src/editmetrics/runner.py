@@ -94,6 +94,16 @@ class RecordView:
         return mask
 
 
+class Service(Protocol):
+    """What ``RunContext.service`` holds (feature store, IQA networks, parse
+    and grounding services): metrics queue work during ``prepare`` and get a
+    ticket back (keyed by ``rec.uid``, never ``rec.id``), the runner calls
+    ``flush()`` once per batch to do the queued work batched, and ``compute``
+    reads the result by its ticket. ``flush`` is the one method the runner calls."""
+
+    def flush(self) -> None: ...
+
+
 @dataclass
 class RunContext:
     """Run-wide settings and shared services (feature store, parsers...)."""
