@@ -258,6 +258,9 @@ def test_models_and_weights_list_agree(tmp_path):
     res = run_cli("weights", "list", "--json", "--set", f"weights_dir={tmp_path}")
     row = next(r for r in json.loads(res.stdout) if r["spec"] == "ip2p:instruct-pix2pix")
     assert row["present"] is False
+    res = run_cli("weights", "verify", "--set", f"ip2p={tmp_path}", "--set", f"weights_dir={tmp_path}")
+    assert f"PRESENT   ip2p:instruct-pix2pix: {tmp_path}" in res.stdout
+    assert "MISSING   magicbrush:magicbrush" in res.stdout
 
 
 # -- set-up: the LLM parser's extra ---------------------------------------------------
