@@ -283,3 +283,18 @@ def test_score_with_in_process_cli(tmp_path):
     assert res.returncode == 0, res.stderr
     assert read_jsonl(tmp_path / "o.jsonl")[0]["scores"]["psnr"] == editmetrics.functional.psnr(
         src[:, ::-1].copy(), src)
+
+
+def test_declared_defaults_match_the_code():
+    from editmetrics import backbones, features, weights
+    from editmetrics.bpm import grounding, parsing
+    from editmetrics.settings import declared
+
+    table = declared()
+    assert table["weights_dir"].default == weights.DEFAULT_WEIGHTS_DIR
+    assert table["feature_batch_size"].default == features.DEFAULT_CHUNK
+    assert table["feature_memory"].default == features.DEFAULT_MEMORY
+    assert table["clip"].default == backbones.DEFAULT_SPECS["clip"]
+    assert table["dino"].default == backbones.DEFAULT_SPECS["dino"]
+    assert table["bpm_llm_prompt"].default == parsing.DEFAULT_PROMPT
+    assert grounding.BOX_THRESHOLD and table["bpm_grounder"].default == "gdino-sam"

@@ -43,7 +43,8 @@ print("\\nPROBE=" + json.dumps({"heavy": heavy, "plugins": plugins}))
 def probe(args: list[str], before: str = "") -> dict:
     paths = [os.path.join(REPO, "src")] + [os.path.join(REPO, "plugins", folder) for *_, folder in BUNDLED]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths + [os.environ.get("PYTHONPATH", "")]))
-    env.pop("EDITMETRICS_LOAD_PLUGINS", None)
+    # the bundled plugins, and no other plugin that happens to be installed here
+    env["EDITMETRICS_LOAD_PLUGINS"] = ",".join(name for name, *_ in BUNDLED)
     code = f"BUNDLED = {BUNDLED!r}\nHEAVY = {HEAVY!r}\nARGS = {args!r}\n{before}\n" + PROBE
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     line = [ln for ln in res.stdout.splitlines() if ln.startswith("PROBE=")]
