@@ -297,4 +297,4 @@ def test_declared_defaults_match_the_code():
     assert table["clip"].default == backbones.DEFAULT_SPECS["clip"]
     assert table["dino"].default == backbones.DEFAULT_SPECS["dino"]
     assert table["bpm_llm_prompt"].default == parsing.DEFAULT_PROMPT
-    assert grounding.BOX_THRESHOLD and table["bpm_grounder"].default == "gdino-sam"
+    assert table["bpm_grounder"].default == grounding.HFGroundingDinoSam.id
