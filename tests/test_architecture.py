@@ -67,6 +67,11 @@ def test_settings_command_lists_declarations():
     assert rows["ip2p"]["type"] == "path" and rows["ip2p"]["plugin"] == "diffusion"
     text = run_cli("settings").stdout
     assert "bpm_parser" in text and "rules" in text
+    # the value in effect: --set > environment > default
+    rows = {r["name"]: r for r in json.loads(run_cli("settings", "--json", "--set", "feature_memory=7",
+                                                     env={"EDITMETRICS_CLIP": "ViT-B-32:openai"}).stdout)}
+    assert rows["feature_memory"]["value"] == 7 and rows["clip"]["value"] == "ViT-B-32:openai"
+    assert rows["dino"]["value"] == rows["dino"]["default"]
 
 
 def test_score_affecting_gives_effective_values():

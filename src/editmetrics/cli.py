@@ -168,22 +168,29 @@ def plugins(as_json):
 @cli.command("settings")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 @click.option("--markdown", is_flag=True, help="Print the built-in settings table (docs/settings.md).")
-def settings_command(as_json, markdown):
-    """List every declared setting: type, default, whether it changes scores, help."""
+@settings_options
+def settings_command(as_json, markdown, config_path, assignments):
+    """List every declared setting: type, default, whether it changes scores, help.
+    With --config/--set (and EDITMETRICS_* variables), also the value in effect."""
     from . import settings as declared
 
     if markdown:
         click.echo(declared.markdown(), nl=False)
         return
+    given = load_cli_settings(config_path, assignments)
     rows = declared.rows()
+    for row in rows:
+        row["value"] = given.get(row["name"], row["default"])
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     width = max(len(r["name"]) for r in rows)
     for row in rows:
-        default = "-" if row["default"] is None else str(row["default"])
+        value = "-" if row["value"] is None else str(row["value"])
+        mark = "*" if row["name"] in given else " "  # set by --set, the environment or the config file
         scores = "scores" if row["affects_scores"] else ""
-        click.echo(f"{row['name']:<{width}}  {row['type']:<5}  {default:<24}  {scores:<6}  [{row['plugin']}]  {row['help']}")
+        click.echo(f"{row['name']:<{width}}  {row['type']:<5} {mark}{value:<24}  {scores:<6}  [{row['plugin']}]  "
+                   f"{row['help']}")
 
 
 @cli.command()
