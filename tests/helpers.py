@@ -38,7 +38,43 @@ def read_jsonl(path: str) -> list[dict]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
-def run_cli(*args: str, env: dict | None = None, cwd: str | None = None) -> subprocess.CompletedProcess:
-    full_env = dict(os.environ)
-    full_env.update(env or {})
-    return subprocess.run(CLI + list(args), capture_output=True, text=True, env=full_env, cwd=cwd, timeout=300)
+# Environment variables that change which plugins a process loads: a call that
+# sets one runs in a fresh interpreter (plugin discovery is then what is tested).
+PLUGIN_ENV = ("PYTHONPATH", "EDITMETRICS_LOAD_PLUGINS", "EDITMETRICS_STRICT_PLUGINS")
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: str | None = None,
+            subprocess_: bool = False) -> subprocess.CompletedProcess:
+    """``editmetrics ARGS``: in this process (click's CliRunner, this session's
+    fixed plugin set, see conftest.py) unless ``subprocess_`` is true or
+    ``env`` changes the plugins loaded. Returns a CompletedProcess either way."""
+    env = dict(env or {})
+    if subprocess_ or any(k in env for k in PLUGIN_ENV):
+        full_env = dict(os.environ)
+        if "EDITMETRICS_LOAD_PLUGINS" not in env:  # discovery under test: every installed plugin
+            full_env.pop("EDITMETRICS_LOAD_PLUGINS", None)
+        full_env.update(env)
+        return subprocess.run(CLI + list(args), capture_output=True, text=True, env=full_env, cwd=cwd,
+                              timeout=300)
+    return invoke(*args, env=env, cwd=cwd)
+
+
+def invoke(*args: str, env: dict | None = None, cwd: str | None = None) -> subprocess.CompletedProcess:
+    """Run the CLI in-process with CliRunner; stdout and stderr kept apart."""
+    import contextlib
+    import inspect
+
+    from click.testing import CliRunner
+
+    from editmetrics.cli import get_cli
+
+    kwargs = {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner).parameters else {}
+    runner = CliRunner(env=env, **kwargs)
+    with contextlib.chdir(cwd or os.getcwd()):
+        result = runner.invoke(get_cli(), list(args), prog_name="editmetrics")
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        import traceback
+
+        stderr = "".join(traceback.format_exception(result.exception))
+        return subprocess.CompletedProcess(list(args), 1, result.stdout, result.stderr + stderr)
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)

@@ -260,3 +260,11 @@ def register_metrics(register):
 
 
 __all__ = ["FILES", "STLPIPS", "TopiqFR", "AHIQ", "AFINE", "pyiqa_folder"]
+
+
+@hookimpl
+def register_settings(register):
+    from editmetrics.settings import Setting
+
+    register(Setting("pyiqa_weights", "path", None, "Folder of the pyiqa metrics' weight files "
+                     "(default: <torch hub>/pyiqa)", True))

@@ -8,6 +8,13 @@ Python API (mirrors the CLI)::
     rows = editmetrics.score_records([{"source": "a.png", "edited": "b.png"}], ["psnr", "ssim"])
     editmetrics.score_file("pairs.jsonl", ["psnr"], "out.jsonl", resume=True)
     editmetrics.run_model("noise", "pairs.jsonl", "out_dir")  # what `editmetrics run` does
+
+In memory (docs/python-api.md): images as numpy arrays, PIL images, tensors or paths::
+
+    psnr = editmetrics.load_metric("psnr")
+    psnr(edited=array_b, source=array_a)             # a float
+    editmetrics.score([{"source": a, "edited": b}], ["psnr", "ssim"]).to_pandas()
+    editmetrics.functional.ssim(b, a)
 """
 
 __version__ = "0.1.0"
@@ -18,6 +25,9 @@ from .model import Model, ModelError, Weight  # noqa: E402
 from .plugins import get_registry, reset_registry  # noqa: E402
 from .runner import read_results, score_file, score_records  # noqa: E402
 from .run import run_model  # noqa: E402
+from .api import Results, load_metric, score  # noqa: E402
+from .settings import Setting  # noqa: E402
+from . import functional  # noqa: E402
 
 
 def list_metrics() -> list[dict]:
@@ -31,7 +41,7 @@ def get_metric(metric_id: str):
 
 
 __all__ = [
-    "Metric", "MetricError", "MetricSpec", "Model", "ModelError", "Param", "Score", "SpecError", "Weight",
+    "Metric", "MetricError", "Results", "Setting", "functional", "load_metric", "score", "MetricSpec", "Model", "ModelError", "Param", "Score", "SpecError", "Weight",
     "get_metric", "get_registry", "hookimpl", "list_metrics", "read_results", "reset_registry",
     "run_model", "score_file", "score_records",
 ]

@@ -13,7 +13,8 @@ import sys
 import click
 
 from . import __version__
-from .config import ConfigError, load_settings, parse_assignments
+from .config import ConfigError
+from .options import load_cli_settings, settings_options
 from .images import SIZE_POLICIES
 from .metric import SpecError, split_specs
 from .plugins import PluginError, UnknownNameError, get_registry
@@ -84,16 +85,14 @@ def print_summary(summary: dict) -> None:
               help="When compared images differ in size: resize to the reference, or record an error.")
 @click.option("--by", default="category", show_default=True, help="Record field to group the summary by.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML settings file (default ./editmetrics.toml).")
-@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Set any setting (repeatable).")
+@settings_options
 @click.option("--clip", help="CLIP backbone spec ARCH:WEIGHTS (setting 'clip', env EDITMETRICS_CLIP).")
 @click.option("--dino", help="DINO backbone spec (setting 'dino', env EDITMETRICS_DINO).")
 @click.option("--erma", help="ERMA checkpoint folder (setting 'erma', env EDITMETRICS_ERMA).")
 def score(pairs, metric_list, out, resume, csv_path, summary_json, device, batch_size, size_policy, by, progress,
           config_path, assignments, clip, dino, erma):
     """Score every record of a pairs file with the given metrics."""
-    overrides = {**parse_assignments(assignments), "clip": clip, "dino": dino, "erma": erma}
-    settings = load_settings(config_path, overrides)
+    settings = load_cli_settings(config_path, assignments, clip=clip, dino=dino, erma=erma)
     result = score_file(
         pairs, split_specs(metric_list), out, resume=resume, batch_size=batch_size, device=device,
         size_policy=size_policy, progress=progress, settings=settings,
@@ -166,6 +165,34 @@ def plugins(as_json):
         click.echo(f"{row['name']:<20} {row['version'] or '-':<10} {status}")
 
 
+@cli.command("settings")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@click.option("--markdown", is_flag=True, help="Print the built-in settings table (docs/settings.md).")
+@settings_options
+def settings_command(as_json, markdown, config_path, assignments):
+    """List every declared setting: type, default, whether it changes scores, help.
+    With --config/--set (and EDITMETRICS_* variables), also the value in effect."""
+    from . import settings as declared
+
+    if markdown:
+        click.echo(declared.markdown(), nl=False)
+        return
+    given = load_cli_settings(config_path, assignments)
+    rows = declared.rows()
+    for row in rows:
+        row["value"] = given.get(row["name"], row["default"])
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    width = max(len(r["name"]) for r in rows)
+    for row in rows:
+        value = "-" if row["value"] is None else str(row["value"])
+        mark = "*" if row["name"] in given else " "  # set by --set, the environment or the config file
+        scores = "scores" if row["affects_scores"] else ""
+        click.echo(f"{row['name']:<{width}}  {row['type']:<5} {mark}{value:<24}  {scores:<6}  [{row['plugin']}]  "
+                   f"{row['help']}")
+
+
 @cli.command()
 @click.argument("results", type=click.Path(exists=True, dir_okay=False))
 @click.option("--label", required=True, help="Ground-truth field: a top-level field or a key of 'scores'.")
@@ -231,15 +258,75 @@ def _warn_failed_plugins() -> None:
         click.echo(f"warning: plugin {info.name!r} failed to load: {info.error}", err=True)
 
 
-def _add_plugin_commands() -> None:
+def _command_table(group: click.Group) -> dict[tuple[str, ...], click.Command]:
+    """(path) -> command for every command and subcommand of ``group``."""
+    out: dict[tuple[str, ...], click.Command] = {}
+
+    def walk(g: click.Group, prefix: tuple[str, ...]) -> None:
+        for name, cmd in list(g.commands.items()):
+            out[prefix + (name,)] = cmd
+            if isinstance(cmd, click.Group):
+                walk(cmd, prefix + (name,))
+
+    walk(group, ())
+    return out
+
+
+def _restore_commands(group: click.Group, before: dict[tuple[str, ...], click.Command]) -> None:
+    """Undo one plugin's register_commands: drop what it added, put back what it replaced."""
+    after = _command_table(group)
+    for path in sorted(after, key=len, reverse=True):
+        if path not in before:
+            parent = group
+            for name in path[:-1]:
+                parent = parent.commands[name]
+            parent.commands.pop(path[-1], None)
+    for path, cmd in sorted(before.items(), key=lambda kv: len(kv[0])):
+        parent = group
+        for name in path[:-1]:
+            parent = parent.commands[name]
+        parent.commands[path[-1]] = cmd
+
+
+def _add_plugin_commands(group: click.Group | None = None) -> None:
+    """Let each plugin add its commands, built-ins first. A plugin whose command
+    would replace an existing one is refused (its commands are removed) and
+    reported in `editmetrics plugins`."""
+    group = group or cli
     registry = get_registry()
-    for impl in registry.pm.hook.register_commands.get_hookimpls():
+    if getattr(group, "_editmetrics_registry", None) is registry:
+        return  # already done for this registry (tests call this more than once)
+    core = getattr(group, "_editmetrics_core", None)
+    if core is None:
+        group._editmetrics_core = core = _command_table(group)
+    else:
+        _restore_commands(group, core)  # the registry was reset: start again from the core commands
+    group._editmetrics_registry = registry
+    order = {name: i for i, name in enumerate(registry.plugins)}
+    impls = sorted(registry.pm.hook.register_commands.get_hookimpls(), key=lambda i: order.get(i.plugin_name, 1 << 30))
+    for impl in impls:
+        before = _command_table(group)
+        info = registry.plugins.get(impl.plugin_name)
         try:
-            impl.function(cli=cli)
+            impl.function(cli=group)
         except Exception as exc:  # noqa: BLE001 - one plugin's command must not take the CLI down
-            info = registry.plugins.get(impl.plugin_name)
+            _restore_commands(group, before)
             if info is not None:
                 info.error = f"register_commands failed: {type(exc).__name__}: {exc}"
+            continue
+        after = _command_table(group)
+        taken = [" ".join(path) for path, cmd in before.items() if after.get(path) is not cmd]
+        if taken:
+            _restore_commands(group, before)
+            if info is not None:
+                info.error = f"refused: command {taken[0]!r} already exists"
+
+
+def get_cli() -> click.Group:
+    """The ``editmetrics`` group with every loaded plugin's commands (for
+    in-process use, e.g. ``CliRunner().invoke(get_cli(), [...])``)."""
+    _add_plugin_commands()
+    return cli
 
 
 def main() -> None:

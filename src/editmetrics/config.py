@@ -18,15 +18,21 @@ from typing import Any
 DEFAULT_CONFIG = "editmetrics.toml"
 # Keys read from the environment; plugins document their own keys.
 ENV_PREFIX = "EDITMETRICS_"
-_NOT_SETTINGS = {"LOAD_PLUGINS", "STRICT_PLUGINS"}
+# EDITMETRICS_* variables that are not settings (plugin loading, test and benchmark switches).
+_NOT_SETTINGS = {"LOAD_PLUGINS", "STRICT_PLUGINS", "BENCH_THREADS", "CHROMIUM"}
 
 
 class ConfigError(ValueError):
     pass
 
 
-def load_settings(config_path: str | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def load_settings(config_path: str | None = None, overrides: dict[str, Any] | None = None,
+                  registry=None, validate: bool = True) -> dict[str, Any]:
+    """Merged settings, each value checked against its declaration
+    (``editmetrics.settings``): an unknown key or a bad value raises
+    ``SettingError`` (a ``ConfigError``) naming where it came from."""
     settings: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     path = config_path or (DEFAULT_CONFIG if os.path.isfile(DEFAULT_CONFIG) else None)
     if path:
         try:
@@ -36,14 +42,23 @@ def load_settings(config_path: str | None = None, overrides: dict[str, Any] | No
             raise ConfigError(f"config file not found: {path}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path}: {exc}") from None
-        settings.update({k: v for k, v in data.items() if not isinstance(v, dict)})
-        settings.update(data.get("settings", {}))
+        from_file = {k: v for k, v in data.items() if not isinstance(v, dict)}
+        from_file.update(data.get("settings", {}))
+        for key, value in from_file.items():
+            settings[key] = value
+            sources[key] = f"config file {path}"
     for name, value in os.environ.items():
         if name.startswith(ENV_PREFIX) and name[len(ENV_PREFIX):] not in _NOT_SETTINGS:
             settings[name[len(ENV_PREFIX):].lower()] = value
+            sources[name[len(ENV_PREFIX):].lower()] = f"environment variable {name}"
     for key, value in (overrides or {}).items():
         if value is not None:
             settings[key] = value
+            sources[key] = f"--set {key}=..."
+    if validate:
+        from .settings import validate as check
+
+        settings = check(settings, sources, registry)
     return settings
 
 

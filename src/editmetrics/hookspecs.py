@@ -52,5 +52,12 @@ def register_datasets(register):
 
 
 @hookspec
+def register_settings(register):
+    """Declare settings: call ``register(Setting(name, type, default, help,
+    affects_scores))`` once per key the plugin reads from ``ctx.settings``
+    (see ``editmetrics.settings``); undeclared keys are refused."""
+
+
+@hookspec
 def register_commands(cli):
     """Add subcommands to the ``editmetrics`` click group ``cli``."""

@@ -86,6 +86,14 @@ class Metric:
     - ``params``: name -> ``Param``.
     - ``thread_safe``: compute() is pure (no state, no shared service).
     - ``citation``: optional; the paper (and reference script) the metric follows.
+    - ``backbones``: settings naming the feature backbones it uses (``clip``,
+      ``dino``): `editmetrics weights` lists and verifies them.
+    - ``weights``: ``editmetrics.Weight`` files it needs (like a model's).
+    - ``field_kinds``: field -> ``image``, ``mask`` or ``text`` for fields
+      not in the core record schema (``records.FIELD_KINDS``): a plugin can
+      read new image fields this way. A metric keeps per-record state keyed
+      by ``rec.uid`` (unique in a run), never by ``rec.id`` (ids may repeat).
+>>>>>>> arch
     """
 
     id: ClassVar[str]
@@ -100,6 +108,9 @@ class Metric:
     # runner may score several batches at once in threads (pure numpy/OpenCV).
     thread_safe: ClassVar[bool] = False
     citation: ClassVar[str] = ""
+    backbones: ClassVar[tuple[str, ...]] = ()
+    weights: ClassVar[tuple] = ()
+    field_kinds: ClassVar[dict[str, str]] = {}
 
     def __init__(self, reference: str | None = None, **params: Any):
         self.ref = reference if reference is not None else type(self).reference
@@ -113,6 +124,12 @@ class Metric:
     def required_fields(self) -> tuple[str, ...]:
         extra = (self.ref,) if self.ref else ()
         return tuple(dict.fromkeys(self.fields + extra))
+
+    def kind_of(self, name: str) -> str:
+        """``image``, ``mask`` or ``text``: what the runner decodes for field ``name``."""
+        from .records import field_kind
+
+        return type(self).field_kinds.get(name) or field_kind(name)
 
     def setup(self, ctx) -> None:
         """Called once per run before any record: take services from ``ctx``."""
@@ -136,6 +153,7 @@ class Metric:
             "optional_fields": list(cls.optional_fields),
             "reference": cls.reference,
             "params": {name: p.describe() for name, p in cls.params.items()},
+            "backbones": list(cls.backbones),
         } | ({"citation": cls.citation} if cls.citation else {})
 
 
@@ -146,7 +164,7 @@ def _json_bound(value):
 
 
 REQUIRED_ATTRS = ("id", "description", "higher_is_better", "range")
-_ID = re.compile(r"^[a-z][a-z0-9_.\-]*$")
+_ID = re.compile(r"^[a-z][a-z0-9_]*$")  # no '.': it separates a score key's component
 
 
 def validate_metric_class(cls) -> None:
@@ -157,7 +175,10 @@ def validate_metric_class(cls) -> None:
     if missing:
         raise TypeError(f"metric class {cls.__name__} does not declare {', '.join(missing)}")
     if not _ID.match(cls.id):
-        raise TypeError(f"metric id {cls.id!r} must be lower case letters, digits, '_', '-', '.'")
+        raise TypeError(f"metric id {cls.id!r} must be lower case letters, digits and '_' ([a-z][a-z0-9_]*)")
+    bad = {f: k for f, k in cls.field_kinds.items() if k not in ("image", "mask", "text")}
+    if bad:
+        raise TypeError(f"metric {cls.id!r}: field_kinds must be image, mask or text, got {bad}")
     if not isinstance(cls.higher_is_better, bool):
         raise TypeError(f"metric {cls.id!r}: higher_is_better must be True or False")
     if len(cls.range) != 2:
@@ -180,7 +201,7 @@ def _defined_names(cls) -> set[str]:
 # ---------------------------------------------------------------------------
 
 _SPEC = re.compile(
-    r"^(?P<name>[A-Za-z][A-Za-z0-9_.\-]*)"
+    r"^(?P<name>[A-Za-z][A-Za-z0-9_]*)"
     r"(?:\((?P<params>[^()]*)\))?"
     r"(?:@(?P<ref>[A-Za-z_][A-Za-z0-9_]*))?$"
 )

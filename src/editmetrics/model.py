@@ -65,14 +65,10 @@ class Model:
 
     def weight_path(self, weight: Weight) -> str | None:
         """Where ``weight`` is: setting ``weight.setting``, then the environment
-        variable ``EDITMETRICS_<SETTING>``, then ``weight.path``."""
-        import os
+        variable ``EDITMETRICS_<SETTING>``, then ``weight.path`` (``weights.weight_path``)."""
+        from .weights import weight_path
 
-        value = None
-        if weight.setting:
-            value = self.settings.get(weight.setting) or os.environ.get(f"EDITMETRICS_{weight.setting.upper()}")
-        value = value or weight.path
-        return os.path.expanduser(str(value)) if value else None
+        return weight_path(weight, self.settings)
 
     def require_weights(self) -> dict[str, str]:
         """Resolved paths of the weights with a path or setting; ``ModelError``

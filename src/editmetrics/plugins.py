@@ -44,6 +44,7 @@ BUILTIN_PLUGINS = {
     "datasets": "editmetrics.datasets",
     "bpm": "editmetrics.bpm.plugin",
     "tiny": "editmetrics.tiny",
+    "settings": "editmetrics.settings",
 }
 
 
@@ -85,6 +86,7 @@ KIND_HOOKS = {
     "parsers": "register_parsers",
     "grounders": "register_grounders",
     "datasets": "register_datasets",
+    "settings": "register_settings",
 }
 
 
@@ -95,6 +97,8 @@ def _strict() -> bool:
 def _item_id(kind: str, args: tuple) -> str:
     if kind == "backbones":
         return args[0]
+    if kind == "settings":
+        return args[0].name
     obj = args[0]
     return getattr(obj, "id", None) or getattr(obj, "name", None) or repr(obj)
 
@@ -154,7 +158,17 @@ class Registry:
         except Exception as exc:  # noqa: BLE001
             self._fail(info, f"registration failed: {type(exc).__name__}: {exc}", exc)
             return info
-        info.hooks = sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
+        callers = self.pm.get_hookcallers(plugin) or []
+        info.hooks = sorted(h.name for h in callers)
+        unknown = sorted(h.name for h in callers if not h.has_spec())
+        if unknown:  # a misspelt hook name would otherwise be ignored silently (pluggy's check_pending)
+            self.pm.unregister(name=name)
+            close = difflib.get_close_matches(unknown[0], [n for n in dir(hookspecs) if n.startswith("register_")], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            self._fail(info, f"hook implementation {unknown[0]!r} matches no editmetrics hook{hint}",
+                       PluginError(unknown[0]))
+            return info
+        added_all: list[tuple[str, str]] = []
         for kind, hook in KIND_HOOKS.items():
             impl = self._impl(hook, name)
             if impl is None:
@@ -163,11 +177,14 @@ class Registry:
             try:
                 impl.function(register=self._collector(kind, name, added))
             except Exception as exc:  # noqa: BLE001
-                for item in added:  # a half-registered plugin registers nothing
-                    self.items[kind].pop(item, None)
-                    self.owner.pop((kind, item), None)
+                # a half-registered plugin registers nothing, and none of its hooks run
+                for item_kind, item in added_all + [(kind, i) for i in added]:
+                    self.items[item_kind].pop(item, None)
+                    self.owner.pop((item_kind, item), None)
+                self.pm.unregister(name=name)
                 self._fail(info, f"{hook} failed: {type(exc).__name__}: {exc}", exc)
                 return info
+            added_all += [(kind, i) for i in added]
             if kind == "metrics":
                 info.metrics = added
             elif kind == "models":
@@ -186,10 +203,15 @@ class Registry:
                 validate_metric_class(args[0])
             elif kind == "models":
                 validate_model_class(args[0])
+            elif kind == "settings":
+                from .settings import Setting
+
+                if len(args) != 1 or not isinstance(args[0], Setting):
+                    raise TypeError("register_settings: call register(editmetrics.Setting(...))")
             item_id = _item_id(kind, args)
             if item_id in self.items[kind]:
-                raise ValueError(
-                    f"{kind[:-1]} {item_id!r} is already registered by plugin {self.owner[(kind, item_id)]!r}"
+                raise ValueError(  # the newcomer is refused: built-ins load first, so they always win
+                    f"refused: {kind[:-1]} {item_id!r} is already registered by plugin {self.owner[(kind, item_id)]!r}"
                 )
             self.items[kind][item_id] = args[1] if kind == "backbones" else args[0]
             self.owner[(kind, item_id)] = plugin_name
@@ -223,12 +245,17 @@ class Registry:
             rows.append(row)
         return rows
 
-    def model_rows(self) -> list[dict]:
+    def model_rows(self, settings: dict | None = None) -> list[dict]:
+        """Every model's metadata; weight paths resolved under ``settings``
+        (``weights.weight_path``, as loading does)."""
         rows = []
         for mid, cls in sorted(self.items["models"].items()):
             row = cls.describe()
             row["plugin"] = self.plugin_of("models", mid)
-            row["weights_present"] = cls().weights_present()
+            instance = cls().configure(settings or {})
+            row["weights_present"] = instance.weights_present()
+            for weight, described in zip(instance.weights, row["weights"]):
+                described["resolved_path"] = instance.weight_path(weight)
             rows.append(row)
         return rows
 

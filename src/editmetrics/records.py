@@ -19,6 +19,15 @@ IMAGE_FIELDS = ("source", "edited", "target", "surrogate", "edited_surrogate")
 MASK_FIELDS = ("mask", "source_mask", "target_mask")
 TEXT_FIELDS = ("instruction", "category", "source_caption", "target_caption")
 FIELDS = ("id",) + IMAGE_FIELDS + MASK_FIELDS + TEXT_FIELDS
+# The core schema's field kinds; a metric declares others (``Metric.field_kinds``).
+FIELD_KINDS = {**{f: "image" for f in IMAGE_FIELDS}, **{f: "mask" for f in MASK_FIELDS},
+               **{f: "text" for f in TEXT_FIELDS}}
+
+
+def field_kind(name: str) -> str:
+    """``image``, ``mask`` or ``text`` (any field outside the core schema is text
+    unless a metric declares it)."""
+    return FIELD_KINDS.get(name, "text")
 RESERVED = ("scores", "errors", "warnings", "details")
 
 
@@ -41,8 +50,8 @@ class EditRecord:
 
     def path(self, name: str) -> str | None:
         value = self.fields.get(name)
-        if value is None or value == "":
-            return None
+        if value is None or not isinstance(value, (str, os.PathLike)) or value == "":
+            return None  # nothing, or an in-memory image (Python API) that has no path
         return os.path.normpath(os.path.join(self.base_dir, os.path.expanduser(str(value))))
 
     def output_fields(self) -> dict[str, Any]:
@@ -53,6 +62,10 @@ class EditRecord:
                 continue
             if name in IMAGE_FIELDS + MASK_FIELDS and isinstance(value, str) and value:
                 out[name] = self.path(name)
+            elif name in IMAGE_FIELDS + MASK_FIELDS and value is not None and not isinstance(value, (str, list)):
+                from .arrays import describe  # an in-memory image (Python API): not copied into the row
+
+                out[name] = describe(value)
             else:
                 out[name] = value
         return out

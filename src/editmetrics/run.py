@@ -331,18 +331,13 @@ def _plugin_of(registry: Registry, model_id: str) -> str | None:
 
 def model_table(registry: Registry, settings: dict[str, Any]) -> list[dict]:
     """``Registry.model_rows`` with weight presence resolved under ``settings``."""
-    rows = registry.model_rows()
-    for row in rows:
-        instance = registry.get("models", row["id"])().configure(settings)
-        row["weights_present"] = instance.weights_present()
-        for weight, described in zip(instance.weights, row["weights"]):
-            described["resolved_path"] = instance.weight_path(weight)
-    return rows
+    return registry.model_rows(settings)
 
 
 @hookimpl
 def register_commands(cli):
     from .config import load_settings, parse_assignments
+    from .options import settings_options
 
     @cli.command("run")
     @click.argument("model_id", metavar="MODEL")
@@ -351,9 +346,7 @@ def register_commands(cli):
                   help="Output folder: pairs.jsonl and images/.")
     @click.option("--seed", default=0, show_default=True, type=int, help="Run seed (each record's seed derives from it).")
     @click.option("--resume", is_flag=True, help="Continue an interrupted run: skip ids already in OUT_DIR/pairs.jsonl.")
-    @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
-                  help="A model parameter (see `editmetrics models --json`) or a setting such as a weights path.")
-    @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML settings file.")
+    @settings_options  # --set also takes a model parameter (see `editmetrics models --json`)
     @click.option("--device", default="cpu", show_default=True, help="torch device for model inference.")
     @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
     def run_command(model_id, pairs, out_dir, seed, resume, assignments, config_path, device, progress):
@@ -378,8 +371,7 @@ def register_commands(cli):
 
     @cli.command("models")
     @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
-    @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML settings file.")
-    @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Settings such as weight paths.")
+    @settings_options
     def models_command(as_json, config_path, assignments):
         """List the models every loaded plugin registered, with their kind and weights."""
         rows = model_table(get_registry(), load_settings(config_path, parse_assignments(assignments)))

@@ -8,6 +8,7 @@ already in the output and drops a last line cut short by a crash.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -18,10 +19,11 @@ from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 
+from .arrays import ArrayError, is_in_memory, to_image, to_mask
 from .images import ImageLoadError, SizeMismatch, SizePolicy, align, load_image, load_mask
 from .metric import Metric, MetricError, MetricSpec, Score, SpecError
 from .plugins import Registry, get_registry
-from .records import IMAGE_FIELDS, MASK_FIELDS, EditRecord, read_pairs
+from .records import EditRecord, read_pairs
 
 
 class UsageError(Exception):
@@ -43,16 +45,18 @@ class LoadedRecord:
 class RecordView:
     """What a metric sees of one record: fields, decoded images, notes."""
 
-    def __init__(self, loaded: LoadedRecord, ctx: "RunContext"):
+    def __init__(self, loaded: LoadedRecord, ctx: "RunContext", uid: int = 0):
         self._loaded = loaded
         self.ctx = ctx
         self.record = loaded.record
         self.id = loaded.record.id
+        # unique within the run (ids may repeat): the key of any per-record state a metric keeps
+        self.uid = uid
         self.warnings: dict[str, str] = {}
 
     def get(self, name: str, default: Any = None) -> Any:
         value = self.record.fields.get(name, default)
-        return default if value == "" else value
+        return default if isinstance(value, str) and value == "" else value
 
     def has(self, name: str) -> bool:
         value = self.record.fields.get(name)
@@ -88,6 +92,16 @@ class RecordView:
                 mask = resize_mask(mask, size_of(target))
                 self.warnings[name] = f"{name}: resized to {size_of(target)[0]}x{size_of(target)[1]} (nearest)"
         return mask
+
+
+class Service(Protocol):
+    """What ``RunContext.service`` holds (feature store, IQA networks, parse
+    and grounding services): metrics queue work during ``prepare`` and get a
+    ticket back (keyed by ``rec.uid``, never ``rec.id``), the runner calls
+    ``flush()`` once per batch to do the queued work batched, and ``compute``
+    reads the result by its ticket. ``flush`` is the one method the runner calls."""
+
+    def flush(self) -> None: ...
 
 
 @dataclass
@@ -171,6 +185,7 @@ class Scorer:
                 # e.g. weights missing: every record gets this reason, the run goes on
                 bm.setup_error = _reason(exc)
         self.image_fields, self.mask_fields = self._fields_to_load()
+        self._uids = itertools.count(1)
         # several batches may be scored at once only when no metric shares state
         self.thread_safe = all(bm.metric.thread_safe for bm in metrics) and not ctx.services
 
@@ -179,8 +194,12 @@ class Scorer:
         for bm in self.metrics:
             if bm.setup_error is None:
                 wanted += list(bm.metric.required_fields()) + list(bm.metric.optional_fields)
+        kinds: dict[str, str] = {}
+        for bm in self.metrics:  # the kind a metric declares for a field (core schema by default)
+            for name in list(bm.metric.required_fields()) + list(bm.metric.optional_fields):
+                kinds.setdefault(name, bm.metric.kind_of(name))
         wanted = list(dict.fromkeys(wanted))
-        return [f for f in wanted if f in IMAGE_FIELDS], [f for f in wanted if f in MASK_FIELDS]
+        return [f for f in wanted if kinds[f] == "image"], [f for f in wanted if kinds[f] == "mask"]
 
     def load(self, record: EditRecord) -> LoadedRecord:
         """Decode every image this run needs from one record (thread-safe)."""
@@ -188,17 +207,24 @@ class Scorer:
         if record.error:
             return loaded
         for name in self.image_fields + self.mask_fields:
+            value = record.fields.get(name)
+            if is_in_memory(value):  # an array, PIL image or tensor (Python API)
+                try:
+                    loaded.images[name] = to_mask(value, name) if name in self.mask_fields else to_image(value, name)
+                except ArrayError as exc:
+                    loaded.errors[name] = str(exc)
+                continue
             path = record.path(name)
             if path is None:
                 continue
             try:
-                loaded.images[name] = load_mask(path) if name in MASK_FIELDS else load_image(path)
+                loaded.images[name] = load_mask(path) if name in self.mask_fields else load_image(path)
             except ImageLoadError as exc:
                 loaded.errors[name] = str(exc)
         return loaded
 
     def score(self, batch: list[LoadedRecord]) -> list[dict]:
-        views = [RecordView(item, self.ctx) for item in batch]
+        views = [RecordView(item, self.ctx, next(self._uids)) for item in batch]
         states: list[dict[str, str]] = []  # per record: spec -> error so far
         for view in views:
             errors: dict[str, str] = {}
@@ -366,7 +392,9 @@ class InProcessExecutor:
 
     def _run_batches_in_pool(self, load, score, records, batch_size) -> Iterator[dict]:
         def work(batch: list[EditRecord]) -> list[dict]:
-            return score([load(record) for record in batch])
+            # thread-safe metrics use no shared service, so batch composition changes nothing:
+            # one record decoded at a time keeps memory at one record per worker
+            return [row for record in batch for row in score([load(record)])]
 
         limit = self.workers * self.lookahead_batches
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="editmetrics-score") as pool:

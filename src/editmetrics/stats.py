@@ -383,22 +383,13 @@ def metric_directions(keys: Iterable[str], registry) -> dict[str, bool]:
     component of one (``spec.component``); components take their metric's
     direction. Keys of unknown metrics are left out.
     """
-    from .metric import MetricSpec, SpecError
-    from .plugins import UnknownNameError
+    from .scorekey import metric_class
 
     out = {}
     for key in keys:
-        candidates = [key]
-        if "." in key:
-            candidates.append(key.rsplit(".", 1)[0])
-        for cand in candidates:
-            try:
-                name = MetricSpec.parse(cand).name
-                cls = registry.get("metrics", name)
-            except (SpecError, UnknownNameError, KeyError):
-                continue
+        cls = metric_class(key, registry)
+        if cls is not None:
             out[key] = bool(cls.higher_is_better)
-            break
     return out
 
 

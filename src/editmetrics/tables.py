@@ -301,14 +301,10 @@ HUMAN_FIELDS = ("human_score", "human")
 def _higher_is_better(key: str, registry) -> bool:
     """Direction of a score key (``psnr@target``, ``ssim(convention=rgb)``, or a
     component ``SPEC.NAME``); True for a key no registered metric explains."""
-    from .metric import MetricSpec
+    from .scorekey import metric_class
 
-    for candidate in (key, key.rsplit(".", 1)[0]):
-        try:
-            return bool(registry.get("metrics", MetricSpec.parse(candidate).name).higher_is_better)
-        except Exception:  # noqa: BLE001 - not a spec / unknown metric: try the next reading
-            continue
-    return True
+    cls = metric_class(key, registry)
+    return True if cls is None else bool(cls.higher_is_better)
 
 
 def alignment(a: list[dict], b: list[dict], key: str, human_field: str, higher_is_better: bool = True

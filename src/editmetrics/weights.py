@@ -55,6 +55,22 @@ def weights_dir(settings: dict) -> str:
     return os.path.expanduser(str(settings.get("weights_dir") or DEFAULT_WEIGHTS_DIR))
 
 
+def weight_path(weight, settings: dict | None) -> str | None:
+    """Where a ``Weight`` (of a model or metric) is: the setting ``weight.setting``
+    (``--set``, environment, config file), then ``EDITMETRICS_<SETTING>``, then
+    ``weight.path``. The one resolver behind model loading, `editmetrics
+    models`, `weights list` and `weights verify`."""
+    value = None
+    if weight.setting:
+        value = (settings or {}).get(weight.setting) or os.environ.get(f"EDITMETRICS_{weight.setting.upper()}")
+    value = value or weight.path
+    return os.path.expanduser(str(value)) if value else None
+
+
+def weight_present(path: str | None) -> bool:
+    return bool(path) and os.path.exists(os.path.expanduser(path))
+
+
 def sha256_file(path: str, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -281,29 +297,29 @@ def weight_rows(settings: dict, registry=None) -> list[dict]:
                 by_spec[spec] = info
                 rows.append(info)
             by_spec[spec]["metrics"].append(mid)
-    for mid, cls in sorted(registry.items["models"].items()):
-        for w in getattr(cls, "weights", ()):
-            path = os.path.expanduser(w.path) if w.path else None
-            rows.append({"setting": None, "spec": f"{mid}:{w.name}", "metrics": [mid], "path": path,
-                         "present": bool(path and os.path.exists(path)), "hint": w.hint, "sha256": None})
+    for kind in ("metrics", "models"):
+        for mid, cls in sorted(registry.items[kind].items()):
+            for w in getattr(cls, "weights", ()):
+                path = weight_path(w, settings)
+                rows.append({"setting": w.setting, "spec": f"{mid}:{w.name}", "metrics": [mid], "path": path,
+                             "present": weight_present(path), "hint": w.hint, "sha256": None})
     return rows
 
 
 def register_cli(cli) -> None:
     import click
 
-    from .config import load_settings, parse_assignments
+    from .options import load_cli_settings, settings_options
 
     @cli.group()
     def weights():
         """Show the weights each metric needs, where they go, and verify them."""
 
     def _settings(config_path, assignments, clip, dino):
-        return load_settings(config_path, {**parse_assignments(assignments), "clip": clip, "dino": dino})
+        return load_cli_settings(config_path, assignments, clip=clip, dino=dino)
 
     common = [
-        click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML settings file."),
-        click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Set any setting."),
+        settings_options,
         click.option("--clip", help="CLIP backbone spec."),
         click.option("--dino", help="DINO backbone spec."),
     ]

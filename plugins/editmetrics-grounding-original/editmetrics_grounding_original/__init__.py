@@ -37,7 +37,8 @@ from editmetrics.hookspecs import hookimpl
 from editmetrics.images import to_pil, to_uint8
 from editmetrics.metric import MetricError
 
-from . import bert_compat
+# bert_compat imports torch: it is imported where the model is built, so that
+# loading this plugin (every `editmetrics` command) stays free of torch.
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -142,6 +143,8 @@ class OriginalGroundingDinoSam(DetectThenSegment):
         args.use_checkpoint = False
         args.use_transformer_ckpt = False
         # groundingdino-py prints the text encoder path while building
+        from . import bert_compat
+
         with bert_compat.patched_build(), contextlib.redirect_stdout(io.StringIO()):
             model = build_model(args)
         state = _load_weights(ckpt, "GroundingDINO checkpoint")
@@ -241,3 +244,19 @@ class OriginalGroundingDinoSam(DetectThenSegment):
 @hookimpl
 def register_grounders(register):
     register(OriginalGroundingDinoSam)
+
+
+@hookimpl
+def register_settings(register):
+    from editmetrics.settings import Setting
+
+    gd = "of the IDEA-Research GroundingDINO release (grounder gdino-sam-original)"
+    register(Setting("bpm_groundingdino_config", "path", None, f"GroundingDINO config file {gd}", True))
+    register(Setting("bpm_groundingdino_checkpoint", "path", None, f"GroundingDINO checkpoint {gd}", True))
+    register(Setting("bpm_groundingdino_text_encoder", "path", None,
+                     "bert-base-uncased folder saved with save_pretrained (grounder gdino-sam-original)", True))
+    register(Setting("bpm_groundingdino_size", "str", "800,1333",
+                     "GroundingDINO input size SHORT,MAX in pixels (grounder gdino-sam-original)", True))
+    register(Setting("bpm_sam_checkpoint", "path", None, "SAM checkpoint .pth (grounder gdino-sam-original)", True))
+    register(Setting("bpm_sam_type", "str", "vit_h", "SAM model type of the checkpoint (grounder gdino-sam-original)",
+                     True))

@@ -46,6 +46,13 @@ class LlamaParser:
 
     def __init__(self, settings: dict | None = None):
         settings = settings or {}
+        import importlib.util
+
+        if importlib.util.find_spec("llama_cpp") is None:  # say what to install before anything else
+            raise ImportError(
+                "the 'llm' parser needs llama-cpp-python, which is not installed: run scripts/setup.sh --llm "
+                "(or pip install 'editmetrics[llm]'; it compiles llama.cpp, about 5 minutes on 2 cores)"
+            )
         self.path = settings.get("bpm_llm")
         if not self.path:
             raise ValueError(

@@ -40,9 +40,9 @@ def register_grounders(register):
 
 
 def _settings(config_path, assignments) -> dict:
-    from ..config import load_settings, parse_assignments
+    from ..options import load_cli_settings
 
-    return load_settings(config_path, parse_assignments(assignments))
+    return load_cli_settings(config_path, assignments)
 
 
 def _make_parser(parser_id: str, settings: dict):
@@ -55,17 +55,10 @@ def _make_parser(parser_id: str, settings: dict):
         raise UsageError(str(exc)) from None
 
 
-_settings_options = [
-    click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML settings file."),
-    click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
-                 help="Set any setting, e.g. bpm_llm=/path/model.gguf (repeatable)."),
-]
-
-
 def _with_settings(fn):
-    for option in reversed(_settings_options):
-        fn = option(fn)
-    return fn
+    from ..options import settings_options
+
+    return settings_options(fn)
 
 
 def _protocol(fn):
@@ -86,13 +79,11 @@ def _protocol(fn):
 
 
 def _direction(key: str) -> bool:
-    from ..metric import MetricSpec
     from ..plugins import get_registry
+    from ..scorekey import metric_class
 
-    try:
-        return bool(get_registry().get("metrics", MetricSpec.parse(key).name.split(".")[0]).higher_is_better)
-    except Exception:  # noqa: BLE001 - unknown metric (e.g. from another tool): assume higher is better
-        return True
+    cls = metric_class(key, get_registry())  # None: unknown metric (e.g. from another tool): higher is better
+    return True if cls is None else bool(cls.higher_is_better)
 
 
 @hookimpl

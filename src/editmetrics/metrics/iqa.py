@@ -161,10 +161,10 @@ class NetPairMetric(Metric):
     def prepare(self, rec) -> None:
         image, ref = rec.pair(self.options["image"], self.ref)
         image, ref = self.adapt(image, ref)
-        self.service.request((rec.id, id(self)), image, ref)
+        self.service.request((rec.uid, id(self)), image, ref)
 
     def compute(self, rec):
-        return self.service.result((rec.id, id(self)))
+        return self.service.result((rec.uid, id(self)))
 
 
 # torchvision ImageNet weights by backbone (file names of torchvision's cache)

@@ -71,8 +71,7 @@ class C2ES2SERRecoverer(Model):
         return base, ckpt
 
     def weights_present(self) -> bool:
-        from .c2e_s2ser_net import FILL_SUBFOLDERS
-        from .c2e_s2ser_train import CONFIG_FILE, WEIGHTS_FILE
+        from .c2e_s2ser_layout import CONFIG_FILE, FILL_SUBFOLDERS, WEIGHTS_FILE  # no torch import here
 
         base, ckpt = self._paths()
         base_ok = bool(base) and all(os.path.isdir(os.path.join(base, s)) for s in FILL_SUBFOLDERS)

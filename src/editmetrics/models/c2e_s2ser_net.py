@@ -42,7 +42,7 @@ TAGS = ("object", "attribute", "global")
 # LoRA-adapted transformer learns what each one means.
 DEFAULT_TAG_TOKENS = ("<extra_id_0>", "<extra_id_1>", "<extra_id_2>")
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
-FILL_SUBFOLDERS = ("transformer", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "scheduler")
+from .c2e_s2ser_layout import FILL_SUBFOLDERS  # noqa: E402 - torch-free, shared with `editmetrics models`
 FLUX_FILL_HINT = (
     "a local copy of black-forest-labs/FLUX.1-Fill-dev in diffusers layout (folders "
     + ", ".join(FILL_SUBFOLDERS)

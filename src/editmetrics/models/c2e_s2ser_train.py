@@ -33,8 +33,7 @@ from .c2e_s2ser_net import (
     weak_tag,
 )
 
-WEIGHTS_FILE = "c2e_s2ser.safetensors"
-CONFIG_FILE = "config.json"
+from .c2e_s2ser_layout import CONFIG_FILE, WEIGHTS_FILE  # noqa: E402 - torch-free, shared with `editmetrics models`
 FORMAT = "editmetrics-c2e-s2ser"
 REQUIRED = ("source", "surrogate", "edited_surrogate", "target", "instruction")
 

@@ -6,12 +6,12 @@ import sys
 
 import click
 
-from ..config import load_settings, parse_assignments
 from ..metric import MetricError
+from ..options import load_cli_settings, settings_options
 
 
 def _settings(config_path, assignments, clip):
-    return load_settings(config_path, {**parse_assignments(assignments), "clip": clip})
+    return load_cli_settings(config_path, assignments, clip=clip)
 
 
 @click.command("erma")
@@ -35,8 +35,7 @@ def _settings(config_path, assignments, clip):
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal).")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML settings file.")
-@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Set any setting (repeatable).")
+@settings_options
 @click.option("--clip", help="CLIP backbone spec (setting 'clip'); recorded in the checkpoint.")
 def train_erma(pairs, out, label, label_map, val_fraction, epochs, patience, lr, batch_size, hidden, dropout, seed,
                device, progress, config_path, assignments, clip):

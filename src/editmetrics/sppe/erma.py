@@ -198,12 +198,12 @@ class ErmaMetric(Metric):
         self.keys: dict = {}
 
     def prepare(self, rec) -> None:
-        self.keys[rec.id] = (self.store.request_image(self.spec, rec, self.ref),
+        self.keys[rec.uid] = (self.store.request_image(self.spec, rec, self.ref),
                              self.store.request_image(self.spec, rec, "surrogate"),
                              self.store.request_text(self.spec, str(rec.get("instruction"))))
 
     def compute(self, rec):
-        kx, ks, kt = self.keys.pop(rec.id)
+        kx, ks, kt = self.keys.pop(rec.uid)
         fx, fs, ft = (self.store.get(k) for k in (kx, ks, kt))
         check_backbone(self.ckpt, {}, embed_dim=int(fx.shape[0]))
         return float(self.ckpt.predict(relational(fx, fs, ft))[0])

@@ -7,8 +7,14 @@ PAPER_ORDER = [("afine", "AFINE-FR"), ("ahiq", "AHIQ"), ("dists", "DISTS"), ("st
                ("topiq_fr", "TOPIQ-FR"), ("lpips", "LPIPS"), ("erma", "ERMA")]
 
 
+def _base(key: str) -> str:
+    from ..scorekey import metric_name
+
+    return metric_name(key) or key
+
+
 def _name(key: str) -> str:
-    base = key.split("(")[0].split("@")[0]
+    base = _base(key)
     for mid, label in PAPER_ORDER:
         if base == mid:
             return label
@@ -16,7 +22,7 @@ def _name(key: str) -> str:
 
 
 def _order(key: str) -> int:
-    base = key.split("(")[0].split("@")[0]
+    base = _base(key)
     ids = [m for m, _ in PAPER_ORDER]
     return ids.index(base) if base in ids else len(ids)
 
