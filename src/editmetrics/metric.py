@@ -93,7 +93,6 @@ class Metric:
       not in the core record schema (``records.FIELD_KINDS``): a plugin can
       read new image fields this way. A metric keeps per-record state keyed
       by ``rec.uid`` (unique in a run), never by ``rec.id`` (ids may repeat).
->>>>>>> arch
     """
 
     id: ClassVar[str]
