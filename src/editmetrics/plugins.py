@@ -44,6 +44,7 @@ BUILTIN_PLUGINS = {
     "datasets": "editmetrics.datasets",
     "bpm": "editmetrics.bpm.plugin",
     "tiny": "editmetrics.tiny",
+    "judges": "editmetrics.judges.plugin",
 }
 
 
