@@ -212,3 +212,17 @@ def test_requests_of_a_batch_run_concurrently(tmp_path):
     assert len(server.requests) == 12
     assert server.max_in_flight == 4
     assert all(r["scores"]["viescore"] == pytest.approx(math.sqrt(24.0)) for r in rows)
+
+
+def test_prompts_are_the_ones_viescore_sent(records):
+    """The SC/PQ texts we send equal the prompts VIEScore recorded in its released answers."""
+    path = os.path.join(os.path.dirname(__file__), "data", "judges", "viescore_released_prompt_input.json")
+    with open(path) as fh:
+        released = json.load(fh)
+    base, recs = records
+    recs = [dict(recs[0], instruction=released["instruction"])]
+    with FakeChatServer(by_kind(ok(SC_ANSWER), ok(PQ_ANSWER))) as server:
+        score_records(recs, ["viescore"], base_dir=str(base), settings=settings(server))
+    texts = {is_sc_request(b): b["messages"][0]["content"][0]["text"] for b in server.requests}
+    assert texts[True] == released["sc_prompt_input"]
+    assert texts[False] == released["pq_prompt_input"]

@@ -123,7 +123,8 @@ def _per_model(hs: HumanSet, known: dict, label: str, n_boot: int, seed: int) ->
     result = per_model_spearman({mname: (x[models == mname], y[models == mname]) for mname in set(models.tolist())})
     out = {"protocol": "imagenhub", "label": label, "items": len(ids), **result,
            "average_ci95": bootstrap(stat, len(ids), n_boot, seed, strata=models)}
-    out["human_ceiling"] = human_ceiling(hs, label)
+    # over the models the metric scored (as the released notebook, which iterates them)
+    out["human_ceiling"] = human_ceiling(hs, label, models=set(models.tolist()))
     return out
 
 
@@ -131,13 +132,13 @@ def _rater_value(r: list[float], label: str) -> float:
     return {"SC": r[0], "PQ": r[1], "O": math.sqrt(r[0] * r[1])}[label]
 
 
-def human_ceiling(hs: HumanSet, label: str) -> dict | None:
+def human_ceiling(hs: HumanSet, label: str, models: set | None = None) -> dict | None:
     """VIEScore's human-to-human protocol: per model and rater, Spearman of that
     rater against the mean of the others; tanh(mean) over raters, then (our
     aggregation) tanh(mean) over models."""
     by_model: dict[str, list] = {}
     for item in hs.items.values():
-        if item.get("raters") and len(item["raters"]) >= 2:
+        if item.get("raters") and len(item["raters"]) >= 2 and (models is None or item["model"] in models):
             by_model.setdefault(item["model"], []).append(item["raters"])
     if not by_model:
         return None
@@ -147,7 +148,8 @@ def human_ceiling(hs: HumanSet, label: str) -> dict | None:
         rhos = []
         for t in range(n_raters):
             target = [_rater_value(rs[t], label) for rs in items]
-            others = [float(np.mean([_rater_value(rs[k], label) for k in range(n_raters) if k != t])) for rs in items]
+            others = [math.fsum(_rater_value(rs[k], label) for k in range(n_raters) if k != t) / (n_raters - 1)
+                      for rs in items]
             rhos.append(spearman(target, others))
         per_model[model] = imagenhub_average(rhos)
     values = list(per_model.values())

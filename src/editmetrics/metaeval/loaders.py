@@ -185,8 +185,11 @@ def load_imagenhub(paths: list[str]) -> HumanSet:
         if len(rs) != n:
             raise HumanSetError(f"{cid}: rated by {len(rs)} of {n} raters")
         model, uid = cid.split("/", 1)
-        labels = {"SC": sum(r[0] for r in rs) / n, "PQ": sum(r[1] for r in rs) / n,
-                  "O": sum(math.sqrt(r[0] * r[1]) for r in rs) / n}
+        # fsum: the mean does not depend on the raters' file order, so equal
+        # ratings in another order stay exact ties (plain float sums break them
+        # at random, which moves O's Spearman by up to 6e-4 on the released data)
+        labels = {"SC": math.fsum(r[0] for r in rs) / n, "PQ": math.fsum(r[1] for r in rs) / n,
+                  "O": math.fsum(math.sqrt(r[0] * r[1]) for r in rs) / n}
         out.items[cid] = {"model": model, "labels": labels, "raters": rs}
         out.candidates[cid] = Candidate(cid, {"model": model, "uid": uid})
     return out
