@@ -125,8 +125,20 @@ def _retry_after(value) -> float | None:
         return None
 
 
-# name -> factory(settings); more backends register here (transformers, llama_cpp).
-BACKENDS = {"openai": OpenAIBackend}
+def _transformers(settings):
+    from .local_backends import TransformersBackend
+
+    return TransformersBackend(settings)
+
+
+def _llama_cpp(settings):
+    from .local_backends import LlamaCppBackend
+
+    return LlamaCppBackend(settings)
+
+
+# name -> factory(settings)
+BACKENDS = {"openai": OpenAIBackend, "transformers": _transformers, "llama_cpp": _llama_cpp}
 
 
 def make_backend(settings: dict):
