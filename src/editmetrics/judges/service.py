@@ -92,6 +92,8 @@ class JudgeService:
         }
         self._pending: dict[str, tuple[str, list[np.ndarray], int]] = {}
         self._results: dict[str, Outcome] = {}
+        self._hash_memo: dict[int, tuple] = {}
+        self._wanted: set[str] = set()  # keys requested since the last flush
         self._lock = threading.Lock()
         self.stats = {"requests": 0, "attempts": 0, "memory_hits": 0, "disk_hits": 0, "errors": 0,
                       "request_seconds": 0.0}
@@ -114,12 +116,21 @@ class JudgeService:
         return self.backend.identity()
 
     # -- queueing -------------------------------------------------------
+    def _image_hash(self, image: np.ndarray) -> str:
+        # memo per array object until the next flush (the edited image is hashed
+        # once for SC and PQ and every pass); the array is kept so its id is not reused
+        entry = self._hash_memo.get(id(image))
+        if entry is None or entry[0] is not image:
+            entry = (image, image_hash(image))
+            self._hash_memo[id(image)] = entry
+        return entry[1]
+
     def key(self, text: str, images: list[np.ndarray], pass_index: int) -> str:
         ident = self.identity()
         blob = json.dumps({
             "backend": ident.get("backend"), "model": ident.get("model"),
             "prompt_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
-            "images": [image_hash(im) for im in images],
+            "images": [self._image_hash(im) for im in images],
             "decoding": self.decoding, "pass": pass_index,
         }, sort_keys=True)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
@@ -127,6 +138,7 @@ class JudgeService:
     def request(self, text: str, images: list[np.ndarray], pass_index: int = 0) -> str:
         key = self.key(text, images, pass_index)
         with self._lock:
+            self._wanted.add(key)
             if key in self._results:
                 self.stats["memory_hits"] += 1
             elif key not in self._pending:
@@ -147,6 +159,11 @@ class JudgeService:
     def flush(self) -> None:
         with self._lock:
             todo, self._pending = self._pending, {}
+            self._hash_memo = {}
+            # answers of earlier batches are no longer needed (their records are
+            # computed): memory stays flat over long runs; the disk cache keeps them
+            self._results = {k: v for k, v in self._results.items() if k in self._wanted}
+            self._wanted = set()
         if not todo:
             return
         items = list(todo.items())
