@@ -226,3 +226,17 @@ def test_prompts_are_the_ones_viescore_sent(records):
     texts = {is_sc_request(b): b["messages"][0]["content"][0]["text"] for b in server.requests}
     assert texts[True] == released["sc_prompt_input"]
     assert texts[False] == released["pq_prompt_input"]
+
+
+def test_images_first_layout_and_dedup(records):
+    base, recs = records
+    recs = recs + [dict(recs[0], id="b")]  # the same request twice in one batch: sent once
+    with FakeChatServer(by_kind(ok(SC_ANSWER), ok(PQ_ANSWER))) as server:
+        rows = score_records(recs, ["viescore"], base_dir=str(base),
+                             settings=settings(server, judge_images_first="true"))
+    assert len(server.requests) == 2
+    sc = next(b for b in server.requests if is_sc_request(b))
+    assert [p["type"] for p in sc["messages"][0]["content"]] == ["image_url", "image_url", "text"]
+    assert "images_first" not in sc  # layout, not a request field
+    assert rows[1]["details"]["viescore"]["decoding"]["images_first"] is True
+    assert rows[0]["scores"] == rows[1]["scores"]

@@ -81,6 +81,18 @@ def data_url(image: np.ndarray) -> str:
     return url
 
 
+# decoding keys sent to an OpenAI-compatible server (images_first is layout, not a field)
+SENT_DECODING = ("temperature", "max_tokens", "seed")
+
+
+def content_parts(text: str, images: list[np.ndarray], images_first: bool = False) -> list[dict]:
+    """OpenAI chat content: the text then the images (VIEScore's order), or the
+    images first (GEdit-Bench's local Qwen2.5-VL path) with ``judge_images_first``."""
+    parts = [{"type": "image_url", "image_url": {"url": data_url(im)}} for im in images]
+    text_part = [{"type": "text", "text": text}]
+    return parts + text_part if images_first else text_part + parts
+
+
 class OpenAIBackend:
     name = "openai"
 
@@ -100,10 +112,9 @@ class OpenAIBackend:
         return {"backend": self.name, "model": self.model, "url": self.url}
 
     def payload(self, text: str, images: list[np.ndarray], decoding: dict) -> dict:
-        content = [{"type": "text", "text": text}]
-        content += [{"type": "image_url", "image_url": {"url": data_url(im)}} for im in images]
+        content = content_parts(text, images, decoding.get("images_first", False))
         body = {"model": self.model, "messages": [{"role": "user", "content": content}]}
-        body.update({k: v for k, v in decoding.items() if v is not None})
+        body.update({k: v for k, v in decoding.items() if v is not None and k in SENT_DECODING})
         return body
 
     def complete(self, text: str, images: list[np.ndarray], decoding: dict) -> Answer:

@@ -88,8 +88,8 @@ class FakeChatServer:
 
 def is_sc_request(body: dict) -> bool:
     """True for VIEScore's SC request (its prompt names the editing instruction)."""
-    text = body["messages"][0]["content"][0]["text"]
-    return "Editing instruction:" in text
+    texts = [p["text"] for p in body["messages"][0]["content"] if p["type"] == "text"]
+    return any("Editing instruction:" in t for t in texts)
 
 
 def images_of(body: dict) -> list[str]:

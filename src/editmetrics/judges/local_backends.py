@@ -21,7 +21,7 @@ import threading
 
 import numpy as np
 
-from .backends import Answer, JudgeError, data_url
+from .backends import Answer, JudgeError, content_parts
 
 
 def _folder_revision(folder: str) -> str:
@@ -70,12 +70,14 @@ class TransformersBackend:
             self._model = AutoModelForImageTextToText.from_pretrained(self.folder, dtype=dtype).to(self.device).eval()
         return self._model, self._processor
 
-    def prompt_inputs(self, text: str, images: list[np.ndarray]):
-        """Tokenised chat turn: the text, then the images (VIEScore's order)."""
+    def prompt_inputs(self, text: str, images: list[np.ndarray], images_first: bool = False):
+        """Tokenised chat turn: the text, then the images (VIEScore's order), or
+        the images first (``judge_images_first``, GEdit-Bench's Qwen2.5-VL path)."""
         from ..images import to_pil
 
         _, processor = self._load()
-        content = [{"type": "text", "text": text}] + [{"type": "image"} for _ in images]
+        pics = [{"type": "image"} for _ in images]
+        content = pics + [{"type": "text", "text": text}] if images_first else [{"type": "text", "text": text}] + pics
         prompt = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
                                                tokenize=False)
         return processor(text=[prompt], images=[to_pil(im) for im in images] or None, return_tensors="pt")
@@ -85,7 +87,7 @@ class TransformersBackend:
 
         with self._lock:
             model, processor = self._load()
-            inputs = self.prompt_inputs(text, images).to(self.device)
+            inputs = self.prompt_inputs(text, images, bool(decoding.get("images_first"))).to(self.device)
             temperature = float(decoding.get("temperature") or 0.0)
             kwargs = {"max_new_tokens": int(decoding.get("max_tokens") or 1400), "do_sample": temperature > 0}
             if temperature > 0:
@@ -142,10 +144,8 @@ class LlamaCppBackend:
         return self._llm
 
     @staticmethod
-    def messages(text: str, images: list[np.ndarray]) -> list[dict]:
-        content = [{"type": "text", "text": text}]
-        content += [{"type": "image_url", "image_url": {"url": data_url(im)}} for im in images]
-        return [{"role": "user", "content": content}]
+    def messages(text: str, images: list[np.ndarray], images_first: bool = False) -> list[dict]:
+        return [{"role": "user", "content": content_parts(text, images, images_first)}]
 
     def complete(self, text: str, images: list[np.ndarray], decoding: dict) -> Answer:
         with self._lock:
@@ -154,7 +154,8 @@ class LlamaCppBackend:
                       "max_tokens": int(decoding.get("max_tokens") or 1400)}
             if decoding.get("seed") is not None:
                 kwargs["seed"] = int(decoding["seed"])
-            out = llm.create_chat_completion(messages=self.messages(text, images), **kwargs)
+            out = llm.create_chat_completion(messages=self.messages(text, images, bool(decoding.get("images_first"))),
+                                             **kwargs)
         choice = out["choices"][0]
         return Answer(text=choice["message"].get("content"), finish_reason=choice.get("finish_reason"),
                       usage=out.get("usage"))

@@ -16,7 +16,7 @@ another server keeps its cache.
 Settings: judge_backend, judge_model, judge_url, judge_passes,
 judge_concurrency, judge_timeout, judge_max_retries, judge_backoff,
 judge_cache_dir, judge_temperature, judge_max_tokens, judge_seed,
-judge_api_key (see docs/judges.md).
+judge_images_first, judge_api_key (see docs/judges.md).
 """
 
 from __future__ import annotations
@@ -68,6 +68,10 @@ def _int(settings, key, default):
     return default if value is None or value == "" else int(value)
 
 
+def _bool(value) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes") if value is not None else False
+
+
 def _float(settings, key, default):
     value = settings.get(key)
     return default if value is None or value == "" else float(value)
@@ -90,6 +94,10 @@ class JudgeService:
             "max_tokens": _int(self.settings, "judge_max_tokens", 1400),
             "seed": None if seed in (None, "") else int(seed),
         }
+        if _bool(self.settings.get("judge_images_first")):
+            # prompt layout; kept with the decoding settings so it enters the
+            # cache key and the details (absent when off: older keys stay valid)
+            self.decoding["images_first"] = True
         self._pending: dict[str, tuple[str, list[np.ndarray], int]] = {}
         self._results: dict[str, Outcome] = {}
         self._hash_memo: dict[int, tuple] = {}
