@@ -76,8 +76,10 @@ def main() -> None:
             settings = {"judge_backend": "transformers", "judge_model": folder, "judge_max_tokens": 32}
             score_records(recs[:1], ["viescore"], base_dir=tmp, settings=settings)  # load + warm up
             t0 = time.perf_counter()
-            score_records(recs[1:], ["viescore"], base_dir=tmp, batch_size=args.batch_size, settings=settings)
+            rows = score_records(recs[1:], ["viescore"], base_dir=tmp, batch_size=args.batch_size, settings=settings)
             dt = time.perf_counter() - t0
+            # a random model's answers are noise: every row must carry an unparseable-answer reason
+            assert all("unparseable" in r["errors"].get("viescore", "") for r in rows), rows[0]["errors"]
             k = 2 * (len(recs) - 1)
             print(f"transformers/tiny random Qwen2.5-VL (CPU, 32 new tokens): {k} requests in {dt:.2f} s "
                   f"({dt / k:.3f} s/request)")
