@@ -7,9 +7,11 @@ from ..hookspecs import hookimpl
 
 @hookimpl
 def register_metrics(register):
+    from .editreward import EditReward
     from .viescore import VIEScore
 
     register(VIEScore)
+    register(EditReward)
 
 
 @hookimpl

@@ -67,3 +67,22 @@ def write_tiny_qwen2_5_vl(folder: str, *, seed: int = 0) -> str:
                                     video_processor=Qwen2VLVideoProcessor(), chat_template=CHAT_TEMPLATE)
     processor.save_pretrained(folder)
     return folder
+
+
+def write_tiny_editreward(base: str, checkpoint: str, *, seed: int = 0) -> str:
+    """A random EditReward checkpoint (``model.safetensors``, the released key
+    layout) for the tiny Qwen2.5-VL in ``base``."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoConfig, AutoProcessor
+
+    from .editreward import REWARD_TOKEN, build_model
+
+    tok = AutoProcessor.from_pretrained(base).tokenizer
+    tok.add_special_tokens({"additional_special_tokens": [REWARD_TOKEN]})
+    torch.manual_seed(seed)
+    model = build_model(AutoConfig.from_pretrained(base), len(tok))
+    os.makedirs(checkpoint, exist_ok=True)
+    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    save_file(state, os.path.join(checkpoint, "model.safetensors"))
+    return checkpoint
