@@ -128,3 +128,23 @@ def test_unknown_backend_is_a_reason(records):
     (row,) = score_records(recs, ["viescore"], base_dir=str(base), settings={"judge_backend": "magic"})
     assert "unknown judge_backend 'magic'" in row["errors"]["viescore"]
     assert json.dumps(row)  # the row stays valid JSON
+
+
+def test_lora_adapter_is_merged_and_recorded(records, tiny_qwen, tmp_path):
+    peft = pytest.importorskip("peft")
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_qwen)
+    torch.manual_seed(1)
+    lora = peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                      init_lora_weights=False))
+    lora.save_pretrained(str(tmp_path / "lora"))
+    base, recs = records
+    plain = score_records(recs, ["viescore"], base_dir=str(base), settings=tf_settings(tiny_qwen))
+    merged = score_records(recs, ["viescore"], base_dir=str(base),
+                           settings=tf_settings(tiny_qwen, judge_lora=str(tmp_path / "lora")))
+    ident = merged[0]["details"]["viescore"]["judge"]
+    assert ident["lora"].endswith("lora") and ident["model"].endswith("+lora")
+    # a random adapter changes the (noise) answer: the adapter was applied
+    assert merged[0]["details"]["viescore"]["sc"][0]["answer"] != plain[0]["details"]["viescore"]["sc"][0]["answer"]

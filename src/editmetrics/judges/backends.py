@@ -82,7 +82,7 @@ def data_url(image: np.ndarray) -> str:
 
 
 # decoding keys sent to an OpenAI-compatible server (images_first is layout, not a field)
-SENT_DECODING = ("temperature", "max_tokens", "seed")
+SENT_DECODING = ("temperature", "max_tokens", "seed", "top_p", "top_k")
 
 
 def content_parts(text: str, images: list[np.ndarray], images_first: bool = False) -> list[dict]:

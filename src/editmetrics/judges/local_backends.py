@@ -2,8 +2,9 @@
 
 - ``transformers``: a Qwen2.5-VL-class checkpoint from a local folder
   (``judge_model=/path/to/folder``; the folder's processor and chat template
-  are used; ``judge_device`` picks the torch device, default the run's device
-  setting or cpu, ``judge_dtype`` the weights' dtype).
+  are used; ``judge_device`` picks the torch device (default cpu),
+  ``judge_dtype`` the weights' dtype, ``judge_lora`` a LoRA adapter folder
+  merged at load, as EditScore's released adapters).
 - ``llama_cpp``: a multimodal GGUF through llama-cpp-python's chat handlers
   (``judge_model=model.gguf``, ``judge_mmproj=mmproj.gguf``,
   ``judge_chat_handler=qwen25vl`` or another handler class name).
@@ -51,12 +52,20 @@ class TransformersBackend:
         self.device = str(settings.get("judge_device") or "cpu")
         self.dtype = str(settings.get("judge_dtype") or "auto")
         self.revision = _folder_revision(self.folder)
+        lora = settings.get("judge_lora")  # e.g. EditScore's LoRA adapter folder (merged at load)
+        self.lora = os.path.abspath(os.path.expanduser(str(lora))) if lora else None
+        if self.lora and not os.path.isdir(self.lora):
+            raise ValueError(f"judge_lora: adapter folder not found: {self.lora}")
         self._model = self._processor = None
         self._lock = threading.Lock()
 
     def identity(self) -> dict:
-        return {"backend": self.name, "model": os.path.basename(self.folder), "path": self.folder,
-                "revision": self.revision}
+        out = {"backend": self.name, "model": os.path.basename(self.folder), "path": self.folder,
+               "revision": self.revision}
+        if self.lora:
+            out.update(lora=self.lora, lora_revision=_folder_revision(self.lora))
+            out["model"] += "+" + os.path.basename(self.lora)  # the cache key tells merged models apart
+        return out
 
     def _load(self):
         if self._model is None:
@@ -67,7 +76,14 @@ class TransformersBackend:
                 raise JudgeError(f"the transformers backend needs torch and transformers: {exc}") from None
             dtype = self.dtype if self.dtype == "auto" else getattr(torch, self.dtype)
             self._processor = AutoProcessor.from_pretrained(self.folder)
-            self._model = AutoModelForImageTextToText.from_pretrained(self.folder, dtype=dtype).to(self.device).eval()
+            model = AutoModelForImageTextToText.from_pretrained(self.folder, dtype=dtype)
+            if self.lora:
+                try:
+                    from peft import PeftModel
+                except ImportError:
+                    raise JudgeError("judge_lora needs peft: pip install peft") from None
+                model = PeftModel.from_pretrained(model, self.lora).merge_and_unload()
+            self._model = model.to(self.device).eval()
         return self._model, self._processor
 
     def prompt_inputs(self, text: str, images: list[np.ndarray], images_first: bool = False):
@@ -92,6 +108,9 @@ class TransformersBackend:
             kwargs = {"max_new_tokens": int(decoding.get("max_tokens") or 1400), "do_sample": temperature > 0}
             if temperature > 0:
                 kwargs["temperature"] = temperature
+                for name in ("top_p", "top_k"):
+                    if decoding.get(name) is not None:
+                        kwargs[name] = decoding[name]
                 if decoding.get("seed") is not None:
                     torch.manual_seed(int(decoding["seed"]))
             with torch.inference_mode():
@@ -152,8 +171,9 @@ class LlamaCppBackend:
             llm = self._load()
             kwargs = {"temperature": float(decoding.get("temperature") or 0.0),
                       "max_tokens": int(decoding.get("max_tokens") or 1400)}
-            if decoding.get("seed") is not None:
-                kwargs["seed"] = int(decoding["seed"])
+            for name in ("seed", "top_p", "top_k"):
+                if decoding.get(name) is not None:
+                    kwargs[name] = decoding[name]
             out = llm.create_chat_completion(messages=self.messages(text, images, bool(decoding.get("images_first"))),
                                              **kwargs)
         choice = out["choices"][0]

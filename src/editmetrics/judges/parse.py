@@ -50,8 +50,9 @@ def _candidates(text: str):
                 yield text[start:i + 1]
 
 
-def parse_scores(text: str | None, n_expected: int | None = None) -> tuple[list[float], str | None]:
-    """(scores, reasoning) from a judge's answer; raises ``AnswerError``."""
+def parse_scores(text: str | None, n_expected: int | None = None,
+                 scale: tuple[float, float] = SCALE) -> tuple[list[float], str | None]:
+    """(scores, reasoning) from a judge's answer, each in ``scale``; raises ``AnswerError``."""
     if text is None or not text.strip():
         raise AnswerError("empty answer")
     found_json = False
@@ -72,8 +73,8 @@ def parse_scores(text: str | None, n_expected: int | None = None) -> tuple[list[
         for value in scores:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise AnswerError(f"score {value!r} is not a number")
-            if not SCALE[0] <= value <= SCALE[1]:
-                raise AnswerError(f"score {value!r} is outside [0, 10]")
+            if not scale[0] <= value <= scale[1]:
+                raise AnswerError(f"score {value!r} is outside [{scale[0]:g}, {scale[1]:g}]")
             out.append(float(value))
         if n_expected is not None and len(out) != n_expected:
             raise AnswerError(f"expected {n_expected} scores, got {len(out)}: {out}")

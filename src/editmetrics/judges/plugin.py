@@ -8,9 +8,10 @@ from ..hookspecs import hookimpl
 @hookimpl
 def register_metrics(register):
     from .editreward import EditReward
-    from .viescore import VIEScore
+    from .viescore import EditScore, VIEScore
 
     register(VIEScore)
+    register(EditScore)
     register(EditReward)
 
 

@@ -133,18 +133,30 @@ class JudgeService:
             self._hash_memo[id(image)] = entry
         return entry[1]
 
-    def key(self, text: str, images: list[np.ndarray], pass_index: int) -> str:
+    def key(self, text: str, images: list[np.ndarray], pass_index: int, decoding: dict | None = None) -> str:
         ident = self.identity()
         blob = json.dumps({
             "backend": ident.get("backend"), "model": ident.get("model"),
             "prompt_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
             "images": [self._image_hash(im) for im in images],
-            "decoding": self.decoding, "pass": pass_index,
+            "decoding": self.decoding if decoding is None else decoding, "pass": pass_index,
         }, sort_keys=True)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
-    def request(self, text: str, images: list[np.ndarray], pass_index: int = 0) -> str:
-        key = self.key(text, images, pass_index)
+    def decoding_for(self, overrides: dict | None = None) -> dict:
+        """The run's decoding settings with a metric's own defaults on top."""
+        out = dict(self.decoding)
+        out.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        return out
+
+    def request(self, text: str, images: list[np.ndarray], pass_index: int = 0,
+                decoding: dict | None = None) -> str:
+        """Queue one request; ``decoding`` overrides the run's settings for it.
+        With a seed, pass i is sent with seed + i (EditScore's convention)."""
+        dec = self.decoding_for(decoding)
+        if dec.get("seed") is not None:
+            dec["seed"] = int(dec["seed"]) + pass_index
+        key = self.key(text, images, pass_index, dec)
         with self._lock:
             self._wanted.add(key)
             if key in self._results:
@@ -155,7 +167,7 @@ class JudgeService:
                     self._results[key] = cached
                     self.stats["disk_hits"] += 1
                 else:
-                    self._pending[key] = (text, images, pass_index)
+                    self._pending[key] = (text, images, dec)
         return key
 
     def result(self, key: str) -> Outcome:
@@ -176,23 +188,23 @@ class JudgeService:
             return
         items = list(todo.items())
         if self.concurrency == 1 or len(items) == 1:
-            outcomes = [self._send(text, images) for _, (text, images, _) in items]
+            outcomes = [self._send(*job) for _, job in items]
         else:
             with ThreadPoolExecutor(max_workers=min(self.concurrency, len(items)),
                                     thread_name_prefix="editmetrics-judge") as pool:
-                outcomes = list(pool.map(lambda item: self._send(item[1][0], item[1][1]), items))
+                outcomes = list(pool.map(lambda item: self._send(*item[1]), items))
         for (key, _), outcome in zip(items, outcomes):
             self._results[key] = outcome
             if outcome.error is None:
                 self._write_cache(key, outcome)
 
-    def _send(self, text: str, images: list[np.ndarray]) -> Outcome:
+    def _send(self, text: str, images: list[np.ndarray], decoding: dict) -> Outcome:
         start = time.perf_counter()
         attempt = 0
         while True:
             attempt += 1
             try:
-                answer = self.backend.complete(text, images, self.decoding)
+                answer = self.backend.complete(text, images, decoding)
             except JudgeError as exc:
                 if exc.transient and attempt <= self.max_retries:
                     delay = exc.retry_after if exc.retry_after is not None else self.backoff * 2 ** (attempt - 1)
