@@ -158,3 +158,17 @@ def test_cli_meta_eval_end_to_end(tmp_path):
     proc = run_cli("meta-eval", "--format", "genai-bench", "--human", data("genai_bench_image_edition.jsonl")[0],
                    "--results", str(results), "--metric", "nope")
     assert proc.exit_code == 2 and "no score 'nope'" in proc.output
+
+
+def test_pointwise_processed_files_per_model():
+    hs = load("pointwise", data("imagenhub_processed_pointwise.json"))
+    recs = {r["id"]: r for r in pairs_records(hs)}
+    assert recs["ModelA/sample_2.jpg"]["edited"].endswith("img/A_2.jpg")
+    assert recs["ModelA/sample_2.jpg"]["instruction"] == "make it night"
+    scores = {"ModelA/sample_1.jpg": 1, "ModelA/sample_2.jpg": 3, "ModelA/sample_3.jpg": 2,
+              "ModelB/sample_1.jpg": 3, "ModelB/sample_2.jpg": 2, "ModelB/sample_3.jpg": 1}
+    out = evaluate(hs, scores, label="score", n_boot=0)
+    assert out["per_model"] == pytest.approx({"ModelA": 0.5, "ModelB": -1.0})
+    assert out["average"] == pytest.approx(math.tanh(-0.25))  # EditReward's ImagenHub scorer
+    assert out["mean"] == pytest.approx(-0.25)  # its AURORA pointwise scorer
+    assert out["human_ceiling"] is None

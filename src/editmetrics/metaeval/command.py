@@ -12,13 +12,13 @@ def add_command(cli) -> None:
     @click.option("--human", "human_paths", multiple=True, required=True, type=click.Path(exists=True),
                   help="Human-judgement file(s) in the set's released format (repeatable; a folder for imagenhub).")
     @click.option("--format", "fmt", required=True,
-                  type=click.Choice(["genai-bench", "editreward-bench", "imagenhub", "mos"]),
+                  type=click.Choice(["genai-bench", "editreward-bench", "imagenhub", "pointwise", "mos"]),
                   help="Format and protocol of the human-judgement set.")
     @click.option("--results", type=click.Path(exists=True, dir_okay=False),
                   help="Results file of `editmetrics score` (ids as written by --write-pairs).")
     @click.option("--metric", "metric_key", help="Score key in the results to evaluate, e.g. viescore.")
-    @click.option("--label", default="O", show_default=True, type=click.Choice(["SC", "PQ", "O"]),
-                  help="imagenhub: which human rating the metric is compared with.")
+    @click.option("--label", default=None, type=click.Choice(["SC", "PQ", "O"]),
+                  help="imagenhub: which human rating the metric is compared with (default O).")
     @click.option("--id-column", default="id", show_default=True, help="mos: id column.")
     @click.option("--mos-column", default="mos", show_default=True, help="mos: MOS column.")
     @click.option("--lower-is-better", is_flag=True, default=None,
@@ -35,7 +35,9 @@ def add_command(cli) -> None:
         genai-bench: pairwise accuracy with tie calibration (GenAI-Bench scorer);
         editreward-bench: 2-pair accuracy with ties, 3/4-pair without, strict
         ranking accuracy; imagenhub: per-model Spearman, tanh-mean average,
-        human-human ceiling; mos: SRCC/PLCC/KRCC. See docs/judges.md.
+        human-human ceiling; pointwise: per-model Spearman (tanh-mean as
+        EditReward's ImagenHub scorer, plain mean as its AURORA scorer);
+        mos: SRCC/PLCC/KRCC. See docs/judges.md.
         """
         from ..runner import UsageError, read_results
         from .evaluate import evaluate, scores_from_rows
@@ -60,7 +62,7 @@ def add_command(cli) -> None:
         higher = not lower_is_better if lower_is_better is not None else _direction(metric_key)
         out = evaluate(hs, scores_from_rows(rows, metric_key), higher_is_better=higher,
                        protocol=fmt if fmt in ("genai-bench", "editreward-bench") else None,
-                       label=label, n_boot=n_boot)
+                       label="score" if fmt == "pointwise" else (label or "O"), n_boot=n_boot)
         out = {"metric": metric_key, "results": results, "human": list(human_paths), "format": fmt, **out}
         click.echo(json.dumps(out, indent=2) if as_json else format_report(out))
 

@@ -128,7 +128,7 @@ def _per_model(hs: HumanSet, known: dict, label: str, n_boot: int, seed: int) ->
     return out
 
 
-def _rater_value(r: list[float], label: str) -> float:
+def _rater_value(r: list[float], label: str) -> float:  # imagenhub raters' [SC, PQ]
     return {"SC": r[0], "PQ": r[1], "O": math.sqrt(r[0] * r[1])}[label]
 
 

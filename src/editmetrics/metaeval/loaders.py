@@ -16,6 +16,8 @@ Formats (see docs/judges.md for where each comes from):
   "A=B=Good", "C>A>B").
 - ``imagenhub``: ImagenHub/VIEScore rater TSVs (``uid`` + one column per model,
   cells "[SC, PQ]"), one file per rater.
+- ``pointwise``: EditReward's processed ImagenHub / AURORA pointwise JSON
+  (one human ``score`` per edited image and ``model``).
 - ``mos``: CSV or JSONL with an id column and a MOS column.
 """
 
@@ -215,7 +217,30 @@ def load_mos(path: str, id_column: str = "id", mos_column: str = "mos") -> Human
     return out
 
 
-FORMATS = ("genai-bench", "editreward-bench", "imagenhub", "mos")
+def load_pointwise(path: str) -> HumanSet:
+    """EditReward's processed pointwise files: ImagenHub (``instruction``,
+    ``input_path``, ``output_path``, ``score``, ``model``) and AURORA
+    (``prompt``, ``input``, ``gen``, ``score``, ``model``): one human score per
+    edited image, evaluated per model (label ``score``)."""
+    rows = _read_json_rows(path)
+    base = os.path.dirname(os.path.abspath(path))
+    out = HumanSet(kind="per_model", source=path)
+    for i, row in enumerate(rows):
+        if "score" not in row:
+            raise HumanSetError(f"{path}: row {i}: no 'score'")
+        model = str(row.get("model", "unknown"))  # the released scorer's default
+        cid = f"{model}/{row.get('filename', i)}"
+        if cid in out.items:
+            cid = f"{cid}#{i}"
+        fields = {"model": model, "instruction": row.get("instruction", row.get("prompt")),
+                  "source": _rel(base, row.get("input_path", row.get("input"))),
+                  "edited": _rel(base, row.get("output_path", row.get("gen")))}
+        out.items[cid] = {"model": model, "labels": {"score": float(row["score"])}}
+        out.candidates[cid] = Candidate(cid, {k: v for k, v in fields.items() if v is not None})
+    return out
+
+
+FORMATS = ("genai-bench", "editreward-bench", "imagenhub", "pointwise", "mos")
 
 
 def load(fmt: str, paths: list[str], **options) -> HumanSet:
@@ -233,6 +258,8 @@ def load(fmt: str, paths: list[str], **options) -> HumanSet:
         return merged
     if fmt == "imagenhub":
         return load_imagenhub(paths)
+    if fmt == "pointwise":
+        return load_pointwise(paths[0])
     if fmt == "mos":
         return load_mos(paths[0], options.get("id_column", "id"), options.get("mos_column", "mos"))
     raise HumanSetError(f"unknown format {fmt!r}; choose one of {FORMATS}")
