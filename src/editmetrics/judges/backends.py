@@ -129,7 +129,7 @@ class OpenAIBackend:
         except urllib.error.HTTPError as exc:
             detail = exc.read()[:300].decode("utf-8", "replace")
             retry_after = _retry_after(exc.headers.get("Retry-After") if exc.headers else None)
-            transient = exc.code == 429 or exc.code >= 500
+            transient = exc.code in (408, 429) or exc.code >= 500
             raise JudgeError(f"HTTP {exc.code} from {self.url}: {detail}", transient, retry_after) from None
         except (socket.timeout, TimeoutError):
             raise JudgeError(f"timeout after {self.timeout:g} s ({self.url})", transient=True) from None

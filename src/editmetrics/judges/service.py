@@ -34,6 +34,7 @@ import numpy as np
 from .backends import JudgeError, make_backend
 
 SERVICE = "judges"
+MAX_DELAY = 60.0  # seconds: longest wait between two attempts
 
 
 def judge_service(ctx) -> "JudgeService":
@@ -208,6 +209,7 @@ class JudgeService:
             except JudgeError as exc:
                 if exc.transient and attempt <= self.max_retries:
                     delay = exc.retry_after if exc.retry_after is not None else self.backoff * 2 ** (attempt - 1)
+                    delay = min(delay, MAX_DELAY)  # a server asking for an hour gets a minute
                     time.sleep(delay)
                     continue
                 outcome = Outcome(error=f"{exc} (after {attempt} attempt{'s' if attempt > 1 else ''})",
