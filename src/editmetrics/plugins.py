@@ -45,6 +45,7 @@ BUILTIN_PLUGINS = {
     "bpm": "editmetrics.bpm.plugin",
     "tiny": "editmetrics.tiny",
     "settings": "editmetrics.settings",
+    "judges": "editmetrics.judges.plugin",
 }
 
 

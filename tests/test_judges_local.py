@@ -1,0 +1,150 @@
+"""Local judge backends: transformers on a tiny random Qwen2.5-VL; llama_cpp what
+can be checked without a multimodal GGUF (none is available offline)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from editmetrics.runner import score_records
+from helpers import photo, save
+
+pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def tiny_qwen(tmp_path_factory):
+    from editmetrics.judges.tiny_vlm import write_tiny_qwen2_5_vl
+
+    return write_tiny_qwen2_5_vl(str(tmp_path_factory.mktemp("tinyqwen")))
+
+
+@pytest.fixture
+def records(tmp_path):
+    return tmp_path, [{"id": "a", "source": save(photo("astronaut"), tmp_path / "s.png"),
+                       "edited": save(photo("coffee"), tmp_path / "e.png"), "instruction": "make it coffee"}]
+
+
+def tf_settings(folder, **extra):
+    return {"judge_backend": "transformers", "judge_model": folder, "judge_max_tokens": 6, **extra}
+
+
+def test_random_vlm_answer_is_null_with_reason_and_kept(records, tiny_qwen):
+    base, recs = records
+    (row,) = score_records(recs, ["viescore"], base_dir=str(base), settings=tf_settings(tiny_qwen))
+    assert row["scores"]["viescore"] is None and row["scores"]["viescore.sc"] is None
+    assert "SC:" in row["errors"]["viescore"] and "PQ:" in row["errors"]["viescore"]
+    d = row["details"]["viescore"]
+    assert d["judge"]["backend"] == "transformers" and len(d["judge"]["revision"]) == 16
+    assert isinstance(d["sc"][0]["answer"], str)  # the raw (noise) answer is recorded
+    assert d["sc"][0]["finish_reason"] in ("stop", "length")
+
+
+def test_sc_prompt_has_two_images_pq_one(tiny_qwen):
+    from editmetrics.judges.local_backends import TransformersBackend
+
+    backend = TransformersBackend({"judge_model": tiny_qwen})
+    img = photo("astronaut").astype(np.float32) / 255
+    _, processor = backend._load()
+    pad = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    for n in (2, 1):
+        inputs = backend.prompt_inputs("Editing instruction: x", [img] * n)
+        assert inputs["image_grid_thw"].shape[0] == n
+        merged = int(inputs["image_grid_thw"].prod(dim=1).sum()) // 4  # spatial_merge_size 2
+        assert int((inputs["input_ids"] == pad).sum()) == merged
+
+
+def test_decoded_answer_is_parsed_and_cached(records, tiny_qwen, tmp_path, monkeypatch):
+    """The generated tokens after the prompt are decoded and parsed (generate is
+    replaced to emit a known answer: a random model cannot); a rerun with the
+    cache generates nothing."""
+    import torch
+
+    from editmetrics.judges import local_backends
+
+    calls = {"n": 0}
+    original_load = local_backends.TransformersBackend._load
+
+    def load(self):
+        model, processor = original_load(self)
+        if not getattr(model, "_patched", False):
+            def generate(input_ids=None, **kwargs):
+                calls["n"] += 1
+                is_sc = (input_ids == processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")).sum() > 6
+                text = '{"score": [8, 5], "reasoning": "r"}' if is_sc else '{"score": [6, 9], "reasoning": "q"}'
+                new = processor.tokenizer(text, return_tensors="pt")["input_ids"]
+                eos = torch.tensor([[model.generation_config.eos_token_id]])
+                return torch.cat([input_ids, new, eos], dim=1)
+            model.generate = generate
+            model._patched = True
+        return model, processor
+
+    monkeypatch.setattr(local_backends.TransformersBackend, "_load", load)
+    base, recs = records
+    settings = tf_settings(tiny_qwen, judge_cache_dir=str(tmp_path / "cache"))
+    (row,) = score_records(recs, ["viescore"], base_dir=str(base), settings=settings)
+    assert row["scores"]["viescore.sc"] == 5.0 and row["scores"]["viescore.pq"] == 6.0
+    assert row["scores"]["viescore"] == pytest.approx(math.sqrt(30.0))
+    assert row["details"]["viescore"]["sc"][0]["finish_reason"] == "stop"
+    assert calls["n"] == 2
+    (again,) = score_records(recs, ["viescore"], base_dir=str(base), settings=settings)
+    assert calls["n"] == 2 and again["scores"] == row["scores"]
+
+
+def test_llama_cpp_configuration_errors_are_reasons(records, tmp_path):
+    base, recs = records
+    (row,) = score_records(recs, ["viescore"], base_dir=str(base),
+                           settings={"judge_backend": "llama_cpp", "judge_model": str(tmp_path / "no.gguf")})
+    assert row["scores"]["viescore"] is None and "judge_model=FILE.gguf" in row["errors"]["viescore"]
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    (row,) = score_records(recs, ["viescore"], base_dir=str(base),
+                           settings={"judge_backend": "llama_cpp", "judge_model": str(model)})
+    assert "judge_mmproj" in row["errors"]["viescore"]
+
+
+def test_llama_cpp_handler_and_messages():
+    pytest.importorskip("llama_cpp")
+    from llama_cpp import llama_chat_format
+
+    from editmetrics.judges.local_backends import LlamaCppBackend, handler_class
+
+    assert handler_class(llama_chat_format, "qwen25vl") is llama_chat_format.Qwen25VLChatHandler
+    with pytest.raises(ValueError, match="no chat handler"):
+        handler_class(llama_chat_format, "nope")
+    img = photo("astronaut").astype(np.float32) / 255
+    msgs = LlamaCppBackend.messages("hello", [img, img])
+    parts = msgs[0]["content"]
+    assert parts[0] == {"type": "text", "text": "hello"}
+    assert [p["type"] for p in parts[1:]] == ["image_url", "image_url"]
+    assert parts[1]["image_url"]["url"].startswith("data:image/png;base64,")
+
+
+def test_unknown_backend_is_a_reason(records):
+    base, recs = records
+    (row,) = score_records(recs, ["viescore"], base_dir=str(base), settings={"judge_backend": "magic"})
+    assert "unknown judge_backend 'magic'" in row["errors"]["viescore"]
+    assert json.dumps(row)  # the row stays valid JSON
+
+
+def test_lora_adapter_is_merged_and_recorded(records, tiny_qwen, tmp_path):
+    peft = pytest.importorskip("peft")
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_qwen)
+    torch.manual_seed(1)
+    lora = peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                      init_lora_weights=False))
+    lora.save_pretrained(str(tmp_path / "lora"))
+    base, recs = records
+    plain = score_records(recs, ["viescore"], base_dir=str(base), settings=tf_settings(tiny_qwen))
+    merged = score_records(recs, ["viescore"], base_dir=str(base),
+                           settings=tf_settings(tiny_qwen, judge_lora=str(tmp_path / "lora")))
+    ident = merged[0]["details"]["viescore"]["judge"]
+    assert ident["lora"].endswith("lora") and ident["model"].endswith("+lora")
+    # a random adapter changes the (noise) answer: the adapter was applied
+    assert merged[0]["details"]["viescore"]["sc"][0]["answer"] != plain[0]["details"]["viescore"]["sc"][0]["answer"]
