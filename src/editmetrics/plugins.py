@@ -44,6 +44,8 @@ BUILTIN_PLUGINS = {
     "datasets": "editmetrics.datasets",
     "bpm": "editmetrics.bpm.plugin",
     "tiny": "editmetrics.tiny",
+    "compare": "editmetrics.compare",
+    "pairs": "editmetrics.pairs_from_folders",
 }
 
 
