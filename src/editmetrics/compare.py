@@ -27,7 +27,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
