@@ -16,9 +16,10 @@ most frequent error reasons), per-group tables, histograms, and the records
 table: sticky header and first column, scrolling inside the table, filters by
 group and text, sorting by any column, and a full-size viewer (source /
 edited / target / mask side by side with boxes and mask overlays) opened by
-clicking a thumbnail. Pictures: ``editmetrics.report_media``.
+clicking a thumbnail. Pictures: ``editmetrics.report_media``; table and
+cells: ``editmetrics.report_records``; script and style:
+``editmetrics.report_assets``.
 """
-
 
 from __future__ import annotations
 
