@@ -160,3 +160,9 @@ def test_cli_json_and_text(tmp_path):
     assert res.exit_code == 2 and "at least two" in res.output
     res = CliRunner().invoke(cli, ["compare", a, b, "--metrics", "nope"])
     assert res.exit_code == 2 and "no score 'nope'" in res.output
+
+
+def test_equal_means_share_a_rank():
+    runs = [rows({"psnr": [1.0, 2.0]}), rows({"psnr": [2.0, 1.0]}), rows({"psnr": [0.0, 1.0]})]
+    (rank,) = compare.compare_runs(runs, ["A", "B", "C"], directions={"psnr": True})["ranking"]
+    assert rank["ranks"] == {"A": 1, "B": 1, "C": 3}

@@ -353,3 +353,20 @@ def test_chromium_screenshots(pages, tmp_path):
         assert pixels.shape[1] == 1400
         saturation = pixels.max(axis=2) - pixels.min(axis=2)
         assert (saturation > 60).mean() > 0.01, name  # photographs are on screen
+
+
+def test_three_files_rank_and_holm(runs, tmp_path):
+    third = tmp_path / "model-c.jsonl"
+    with open(third, "w", encoding="utf-8") as fh:
+        for row in read_results(runs[0]):
+            row["scores"] = {k: (None if v is None else v * 1.01) for k, v in row["scores"].items()}
+            fh.write(json.dumps(row) + "\n")
+    out = tmp_path / "three.html"
+    assert report.write_report([*runs, str(third)], str(out)) == 12
+    page = out.read_text(encoding="utf-8")
+    assert "<h3>Ranking</h3>" in page and "<th>p Holm</th>" in page
+    assert 'data-key="psnr [model-c]"' in page and "[B-A]" not in page  # a column per file, no difference column
+    # psnr: C = 1.01 x A, and B is worse than A on every record: C first, then A, then B
+    ranking = re.search(r'<table class="summary ranking">.*?</table>', page, re.S).group(0)
+    psnr = re.search(r'<tr><td class="text">psnr <span.*?</tr>', ranking).group(0)
+    assert re.findall(r"\(#(\d)\)", psnr) == ["2", "3", "1"]

@@ -219,7 +219,8 @@ def compare_runs(runs: Sequence[list[dict]], labels: Sequence[str], metrics: Seq
 def ranking(by_id: Sequence[dict[str, dict]], labels: Sequence[str], keys: Sequence[str],
             directions: dict[str, bool], by: str | None, all_ids: Sequence[str]) -> list[dict]:
     """Per metric (and group): each file's mean over the records that every
-    file scored (finite), ranked best first by the metric's direction."""
+    file scored (finite), ranked best first by the metric's direction (equal
+    means share the better rank)."""
     out = []
     for key in keys:
         hib = directions.get(key, True)
@@ -241,8 +242,10 @@ def ranking(by_id: Sequence[dict[str, dict]], labels: Sequence[str], keys: Seque
         for g in [None] + sorted(k for k in cells if k is not None):
             matrix = np.asarray(cells[g], dtype=np.float64).reshape(-1, len(labels))
             means = matrix.mean(axis=0) if len(matrix) else np.full(len(labels), np.nan)
-            order = sorted(range(len(labels)), key=lambda i: -means[i] if hib else means[i])
-            ranks = {labels[i]: (order.index(i) + 1 if len(matrix) else None) for i in range(len(labels))}
+            signed = means if hib else -means
+            # competition ranking: 1 + the number of files strictly better (equal means share a rank)
+            ranks = {labels[i]: (int(np.sum(signed > signed[i])) + 1 if len(matrix) else None)
+                     for i in range(len(labels))}
             out.append({"metric": key, "group": g, "higher_is_better": hib, "n": int(len(matrix)),
                         "excluded": excluded[g],
                         "means": {labels[i]: _json_float(float(means[i])) for i in range(len(labels))},

@@ -152,14 +152,23 @@ def _comparison_html(result: dict, info: dict) -> str:
         parts.append("<h3>Ranking</h3><p>Mean over the records every file scored; #1 = best by the metric's "
                      "direction.</p>")
         head = "".join(f"<th>{esc(lab)}</th>" for lab in labels)
-        parts.append(f'<div class="wrap"><table class="summary ranking"><thead><tr><th class="text">metric</th>'
+        rank_head = (f'<div class="wrap"><table class="summary ranking"><thead><tr><th class="text">metric</th>'
                      f'<th class="text">group</th><th>n</th>{head}</tr></thead><tbody>')
-        for r in result["ranking"]:
-            cells = "".join(f"<td>{esc(fmt(r['means'][lab]))} (#{r['ranks'][lab] or '-'})</td>" for lab in labels)
-            parts.append(f'<tr><td class="text">{esc(r["metric"])} {direction_html(info.get(r["metric"]))}</td>'
-                         f'<td class="text">{esc("all" if r["group"] is None else r["group"])}</td><td>{r["n"]}</td>'
-                         f"{cells}</tr>")
-        parts.append("</tbody></table></div><h3>Pairwise tests</h3>")
+
+        def rank_rows(rows):
+            return "".join(
+                f'<tr><td class="text">{esc(r["metric"])} {direction_html(info.get(r["metric"]))}</td>'
+                f'<td class="text">{esc("all" if r["group"] is None else r["group"])}</td><td>{r["n"]}</td>'
+                + "".join(f"<td>{esc(fmt(r['means'][lab]))} (#{r['ranks'][lab] or '-'})</td>" for lab in labels)
+                + "</tr>" for r in rows)
+
+        parts.append(rank_head + rank_rows([r for r in result["ranking"] if r["group"] is None])
+                     + "</tbody></table></div>")
+        grouped = [r for r in result["ranking"] if r["group"] is not None]
+        if grouped:
+            parts.append(f'<details><summary>per {esc(result["by"])}</summary>{rank_head}{rank_rows(grouped)}'
+                         "</tbody></table></div></details>")
+        parts.append("<h3>Pairwise tests</h3>")
     head = ['<th class="text">metric</th>', '<th class="text">group</th>']
     if multi:
         head += ['<th class="text">A</th>', '<th class="text">B</th>']

@@ -200,6 +200,8 @@ def _pictures_cell(runs: Sequence[dict | None], labels: Sequence[str], thumb_siz
         panels += [base.panel("source", full_size), base.panel("edited", full_size)]
     panels += [base.panel("target", full_size), base.panel("mask", full_size)]
     body = "".join(_panel_html(p) for p in panels if p is not None)
+    if not body:  # a record without pictures: nothing to open
+        return f'<td class="images">{"".join(figs)}</td>'
     return f'<td class="images">{"".join(figs)}<template class="full"><div class="panels">{body}</div></template></td>'
 
 
