@@ -370,3 +370,17 @@ def test_three_files_rank_and_holm(runs, tmp_path):
     ranking = re.search(r'<table class="summary ranking">.*?</table>', page, re.S).group(0)
     psnr = re.search(r'<tr><td class="text">psnr <span.*?</tr>', ranking).group(0)
     assert re.findall(r"\(#(\d)\)", psnr) == ["2", "3", "1"]
+
+
+def test_pages_stay_self_contained_and_escaped(pages):
+    for path in pages.values():
+        page = _read(path)
+        srcs = re.findall(r'\ssrc="([^"]*)"', page)
+        assert srcs and all(s.startswith("data:image/") for s in srcs)
+        assert not re.search(r'\s(href|action|srcset)="', page) and "url(" not in page  # (URLs in error texts are text)
+        assert page.count("<script") == 1 and "default-src 'none'" in page
+        script = re.search(r"<script>(.*)</script>", page, re.S).group(1)
+        digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
+        assert f"script-src 'sha256-{digest}'" in page  # the CSP allows exactly this script
+        # the instruction with markup is text everywhere (cell, search attribute)
+        assert PAYLOAD not in page and html.escape(PAYLOAD, quote=True) in page
