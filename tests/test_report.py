@@ -158,6 +158,14 @@ def test_boxes_found_in_details():
                      ("bbox", [5, 6, 7, 8], "source")]
 
 
+def test_detail_boxes_on_the_edit_when_said_so():
+    row = {"details": {"clip_rc@target": {"box": [1, 2, 3, 4]},  # R-SIE's crop of the edited image
+                       "mine": {"box_image": "edited", "boxes": [[5, 6, 7, 8]]},
+                       "other": {"box": [9, 9, 10, 10]}}}
+    assert [(b.label, b.image) for b in report.find_boxes(row)] == [
+        ("clip_rc@target: box", "edited"), ("mine: boxes", "edited"), ("other: box", "source")]
+
+
 def test_bpm_boxes_by_side_and_frame():
     """BPM's details: boxes keyed by side in a frame; the target side goes on the edit."""
     row = {"target_bbox": [1, 1, 9, 9],

@@ -11,7 +11,9 @@ Boxes come from two places, each drawn on the image whose pixels it is in:
   "reference": [...], "modify_crop": [...]}``, the ``target`` side is drawn on
   the edited image and the others on the source. A ``frame: [w, h]`` next to
   the boxes (BPM's) gives their pixel frame; they are scaled from it to the
-  image shown.
+  image shown. Loose boxes (not keyed by side) are in source pixels unless the
+  details say otherwise with ``box_image: "edited"`` (or ``"target"``), or
+  the metric is listed in ``DETAIL_BOX_IMAGE`` (``clip_rc`` crops the edit).
 
 Images go through ``editmetrics.images`` (EXIF orientation, alpha over white,
 16-bit), so the report shows what the metrics saw.
@@ -37,6 +39,8 @@ BOX_COLOURS = {"source_bbox": (0, 160, 255), "target_bbox": (255, 170, 0), "bbox
                "crop": (0, 190, 90)}
 TARGET_SIDES = ("target", "edit", "edited", "output")  # detail keys naming the edited image's side
 MASK_LAYERS = {"source": ("mask", "source_mask"), "edited": ("target_mask",)}
+# metric -> the image its loose detail boxes are in, for metrics whose details do not say (box_image)
+DETAIL_BOX_IMAGE = {"clip_rc": "edited"}
 
 
 @dataclass(frozen=True)
@@ -78,9 +82,11 @@ def find_boxes(row: dict) -> list[Box]:
             image = "edited" if name == "target_bbox" else "source"
             found.append(Box(name if name != "bbox" else "source_bbox", tuple(value), image, name))
 
-    def walk(node, path: str, frame) -> None:
+    def walk(node, path: str, frame, image: str) -> None:
         if isinstance(node, dict):
             frame = _frame(node) or frame
+            if str(node.get("box_image", "")).lower() in ("edited", "target", "source"):
+                image = "edited" if str(node["box_image"]).lower() != "source" else "source"
             for key, value in node.items():
                 key = str(key)
                 if "box" in key.lower() and isinstance(value, dict):  # boxes keyed by side (BPM)
@@ -91,16 +97,25 @@ def find_boxes(row: dict) -> list[Box]:
                             found.append(Box(kind, tuple(box), image, f"{path}: {side}", frame))
                 elif "box" in key.lower() and _box_list(value):
                     for box in _box_list(value):
-                        found.append(Box("bbox", tuple(box), "source", f"{path}: {key}", frame))
+                        found.append(Box("bbox", tuple(box), image, f"{path}: {key}", frame))
                 else:
-                    walk(value, path, frame)
+                    walk(value, path, frame, image)
         elif isinstance(node, list):
             for item in node:
-                walk(item, path, frame)
+                walk(item, path, frame, image)
 
     for spec, details in (row.get("details") or {}).items():
-        walk(details, str(spec), None)
+        walk(details, str(spec), None, DETAIL_BOX_IMAGE.get(_metric_name(str(spec)), "source"))
     return found
+
+
+def _metric_name(spec: str) -> str:
+    from .metric import MetricSpec, SpecError
+
+    try:
+        return MetricSpec.parse(spec).name
+    except SpecError:
+        return spec
 
 
 def boxes_on(boxes: list[Box], field: str) -> list[Box]:
