@@ -151,9 +151,35 @@ def test_thumbnails_boxes_and_mask(results):
 
 
 def test_boxes_found_in_details():
-    row = {"details": {"bpm": {"phrases": [{"text": "cat", "boxes": [[1, 2, 3, 4], [5, 6, 7, 8]]}]}},
+    row = {"details": {"other": {"phrases": [{"text": "cat", "boxes": [[1, 2, 3, 4], [5, 6, 7, 8]]}]}},
            "source_bbox": [0, 0, 5, 5], "target_bbox": "not a box"}
-    assert report._boxes(row) == [("source_bbox", [0, 0, 5, 5]), ("bbox", [1, 2, 3, 4]), ("bbox", [5, 6, 7, 8])]
+    found = [(b.kind, list(b.coords), b.image) for b in report.find_boxes(row)]
+    assert found == [("source_bbox", [0, 0, 5, 5], "source"), ("bbox", [1, 2, 3, 4], "source"),
+                     ("bbox", [5, 6, 7, 8], "source")]
+
+
+def test_detail_boxes_on_the_edit_when_said_so():
+    row = {"details": {"clip_rc@target": {"box": [1, 2, 3, 4]},  # R-SIE's crop of the edited image
+                       "mine": {"box_image": "edited", "boxes": [[5, 6, 7, 8]]},
+                       "other": {"box": [9, 9, 10, 10]}}}
+    assert [(b.label, b.image) for b in report.find_boxes(row)] == [
+        ("clip_rc@target: box", "edited"), ("mine: boxes", "edited"), ("other: box", "source")]
+
+
+def test_bpm_boxes_by_side_and_frame():
+    """BPM's details: boxes keyed by side in a frame; the target side goes on the edit."""
+    row = {"target_bbox": [1, 1, 9, 9],
+           "details": {"bpm": {"frame": [200, 100], "boxes": {"source": [[10, 10, 50, 50]],
+                                                              "target": [[100, 20, 150, 80]],
+                                                              "modify_crop": [5, 5, 160, 90]}}}}
+    boxes = report.find_boxes(row)
+    assert [(b.label, b.image, b.kind, b.frame) for b in boxes] == [
+        ("target_bbox", "edited", "target_bbox", None), ("bpm: source", "source", "bbox", (200, 100)),
+        ("bpm: target", "edited", "bbox", (200, 100)), ("bpm: modify_crop", "source", "crop", (200, 100))]
+    from editmetrics.report_media import _scaled
+
+    # shown at half the frame's size: coordinates halve
+    assert _scaled(boxes[2], (100, 50), (400, 200)) == (50.0, 10.0, 75.0, 40.0)
 
 
 def test_cli_command(results, tmp_path):
@@ -195,10 +221,11 @@ def test_chromium_renders_table_images_and_not_the_payload(page_path, page):
     assert "data-pwned=" not in dom.replace(html.escape("data-pwned=", quote=False), "")  # ... the payload did not
     assert dom.count("<script") == 1
     # the instruction is a text node: serialised with its markup escaped
-    cell = re.search(r'<tr data-id="evil">.*?</tr>', dom, re.S).group(0)
+    cell = re.search(r'<tr data-id="evil"[^>]*>.*?</tr>', dom, re.S).group(0)
     assert "&lt;script&gt;document.body.setAttribute('data-pwned','1')&lt;/script&gt;" in cell
     assert dom.count('<tr data-id="') == 7
-    n_images = page.count("<img ")
+    # images outside the full-size templates (those load when the viewer opens)
+    n_images = re.sub(r"<template.*?</template>", "", page, flags=re.S).count("<img ")
     assert n_images >= 20
     assert f'data-images-ok="{n_images}"' in dom  # every thumbnail decoded
 

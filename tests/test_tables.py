@@ -135,6 +135,19 @@ def test_summary_table_groups():
 
 def test_write_tables(tmp_path):
     t = tables.summary_table({"m": [row(1, {"psnr": math.inf})]}, by=None)
-    tables.write_tables({"s": t}, str(tmp_path / "t.json"), str(tmp_path / "t.md"))
-    assert json.loads((tmp_path / "t.json").read_text())["s"]["rows"][0]["values"] == [math.inf]
-    assert "| m | inf |" in (tmp_path / "t.md").read_text()
+    nan = tables.summary_table({"m": [row(1, {"psnr": 1.0}), row(2, {"psnr": None})]}, by=None)
+    nan.rows[0][1][0] = math.nan
+    tables.write_tables({"s": t, "with_nan": nan}, str(tmp_path / "t.json"), str(tmp_path / "t.md"))
+    text = (tmp_path / "t.json").read_text()
+    assert "Infinity" not in text and "NaN" not in text
+
+    def strict(literal):
+        raise ValueError(f"non-standard JSON literal {literal}")
+
+    loaded = json.loads(text, parse_constant=strict)  # strict JSON: no Infinity/NaN literals
+    assert loaded["s"]["rows"][0]["values"] == ["inf"] and loaded["with_nan"]["rows"][0]["values"] == ["nan"]
+    assert json.loads(t.to_json(), parse_constant=strict)["rows"][0]["values"] == ["inf"]
+    md = (tmp_path / "t.md").read_text()
+    assert "| m | inf |" in md
+    assert md.index("## s\n") < md.index("| m | inf |") < md.index("## with_nan\n")  # each table under its name
+    assert tables.strict_json({"a": [-math.inf, None, 1.5, (2.0, math.nan)]}) == {"a": ["-inf", None, 1.5, [2.0, "nan"]]}

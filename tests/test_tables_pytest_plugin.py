@@ -61,6 +61,12 @@ def test_plugin_fixtures_write_tables(tmp_path):
         extra = ""
     (suite / "test_bench.py").write_text(SUITE.format(root=str(root), extra=extra))
     out = tmp_path / "tables"
+    out.mkdir()
+    # an earlier session's outputs: its manifest names stale.html; keep.txt is not ours
+    (out / "stale.html").write_text("old")
+    (out / "keep.txt").write_text("user file")
+    (out / "results.json").write_text("{}")
+    (out / ".editmetrics-files.json").write_text(json.dumps(["results.json", "results.md", "stale.html"]))
     proc = _pytest(suite, f"--editmetrics-out={out}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "editmetrics benchmark tables" in proc.stdout
@@ -71,9 +77,21 @@ def test_plugin_fixtures_write_tables(tmp_path):
     l2 = ((a - b) ** 2).mean() / 2
     assert f"| m | inf | {l2:.4f} |" in md
     assert "**SPPE**" in md and "| m | - | - | inf | - | - | - | - | - |" in md
-    data_json = json.loads((out / "results.json").read_text())
+    assert "## plain\n\n**Plain**" in md and "## sppe\n\n**SPPE**" in md  # each table's name
+    text = (out / "results.json").read_text()
+    assert "Infinity" not in text and "NaN" not in text  # strict JSON
+    data_json = json.loads(text)
     assert set(data_json) == {"plain", "sppe"}
-    assert data_json["plain"]["rows"][0]["values"][1] == pytest.approx(l2)
+    assert data_json["plain"]["rows"][0]["values"] == ["inf", pytest.approx(l2)]
+    # nothing stale: the earlier session's stale.html is gone, a file that was never ours stays
+    assert not (out / "stale.html").exists() and (out / "keep.txt").exists()
+    assert "removed 1 file(s) of an earlier run" in proc.stdout
+    assert json.loads((out / ".editmetrics-files.json").read_text()) == ["results.json", "results.md"]
+    # a later session writing no table removes this one's tables
+    (suite / "test_bench.py").write_text("def test_nothing(editmetrics_results):\n    pass\n")
+    proc = _pytest(suite, f"--editmetrics-out={out}")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert sorted(os.listdir(out)) == [".editmetrics-files.json", "keep.txt"]
 
 
 def test_plugin_is_inert_without_fixtures(tmp_path):

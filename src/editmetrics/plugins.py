@@ -46,6 +46,8 @@ BUILTIN_PLUGINS = {
     "tiny": "editmetrics.tiny",
     "settings": "editmetrics.settings",
     "judges": "editmetrics.judges.plugin",
+    "compare": "editmetrics.compare",
+    "pairs": "editmetrics.pairs_from_folders",
 }
 
 

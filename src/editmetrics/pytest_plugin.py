@@ -14,9 +14,13 @@ A benchmark is an ordinary ``test_*.py`` file using these fixtures:
   not configured (``pytest.skip`` with the setting's name);
 - ``editmetrics_results``: the session's table collector. ``add(name, table)``
   keeps a ``editmetrics.tables.Table``; at the end of the session every table
-  goes to ``OUT/results.json`` and ``OUT/results.md`` and the Markdown is
-  printed in the terminal summary. ``OUT`` is ``--editmetrics-out`` (default
-  ``benchmark-results`` under the rootdir).
+  goes to ``OUT/results.json`` (strict JSON: non-finite numbers as the
+  strings ``"inf"``, ``"-inf"``, ``"nan"``) and ``OUT/results.md`` (one
+  ``## NAME`` heading per table) and the Markdown is printed in the terminal
+  summary. ``OUT`` is ``--editmetrics-out`` (default ``benchmark-results``
+  under the rootdir). Files an earlier session wrote there (listed in
+  ``OUT/.editmetrics-files.json``) and this one did not are removed, so the
+  folder never mixes runs.
 
 Nothing happens in a session that does not use the fixtures: no file is
 written, nothing heavy is imported at plugin load.
@@ -24,12 +28,14 @@ written, nothing heavy is imported at plugin load.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
 import pytest
 
 _RESULTS = pytest.StashKey["BenchmarkResults"]()
+MANIFEST = ".editmetrics-files.json"  # what the last session wrote to the output folder
 
 
 def pytest_addoption(parser):
@@ -45,6 +51,7 @@ class BenchmarkResults:
         self.out_dir = out_dir
         self.tables: dict = {}
         self.files: list[str] = []
+        self.removed: list[str] = []
 
     def add(self, name: str, table) -> None:
         if name in self.tables:
@@ -59,15 +66,41 @@ class BenchmarkResults:
         return path
 
     def write(self) -> tuple[str, str] | None:
-        if not self.tables:
-            return None
+        """Write the tables, then remove what an earlier session wrote here and
+        this one did not (so the folder holds this run's outputs only), and
+        list this session's files in the manifest for the next one."""
         from .tables import write_tables
 
         os.makedirs(self.out_dir, exist_ok=True)
         json_path = os.path.join(self.out_dir, "results.json")
         md_path = os.path.join(self.out_dir, "results.md")
-        write_tables(self.tables, json_path, md_path)
-        return json_path, md_path
+        written = [p for p in self.files if os.path.exists(p)]
+        if self.tables:
+            write_tables(self.tables, json_path, md_path)
+            written += [json_path, md_path]
+        self.removed = self._remove_stale(written)
+        with open(os.path.join(self.out_dir, MANIFEST), "w", encoding="utf-8") as fh:
+            json.dump(sorted({os.path.relpath(p, self.out_dir) for p in written}), fh, indent=1)
+        return (json_path, md_path) if self.tables else None
+
+    def _remove_stale(self, written: list[str]) -> list[str]:
+        """Files of the previous session's manifest not written again (and,
+        for folders from before the manifest, an old results.json/.md)."""
+        keep = {os.path.abspath(p) for p in written}
+        manifest = os.path.join(self.out_dir, MANIFEST)
+        try:
+            with open(manifest, encoding="utf-8") as fh:
+                previous = [str(p) for p in json.load(fh)]
+        except (OSError, ValueError):
+            previous = ["results.json", "results.md"]
+        removed = []
+        for name in previous:
+            path = os.path.abspath(os.path.join(self.out_dir, name))
+            inside = os.path.commonpath([path, os.path.abspath(self.out_dir)]) == os.path.abspath(self.out_dir)
+            if inside and path not in keep and os.path.isfile(path):
+                os.remove(path)
+                removed.append(path)
+        return removed
 
 
 def _results(config) -> BenchmarkResults:
@@ -148,6 +181,9 @@ def pytest_sessionfinish(session, exitstatus):
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     results = config.stash.get(_RESULTS, None)
     written = getattr(results, "written", None) if results is not None else None
+    if results is not None and results.removed:
+        terminalreporter.write_line(f"editmetrics: removed {len(results.removed)} file(s) of an earlier run "
+                                    f"from {results.out_dir}")
     if not written:
         return
     terminalreporter.section("editmetrics benchmark tables")

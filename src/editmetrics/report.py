@@ -1,246 +1,45 @@
-"""Built-in plugin: ``editmetrics report RESULTS.jsonl --out report.html``.
+"""Built-in plugin: ``editmetrics report RESULTS.jsonl [MORE.jsonl ...] --out report.html``.
 
 One self-contained HTML file, readable offline and safe to open:
 
-- no network: thumbnails are inlined as ``data:`` URIs (small JPEG/PNG),
-  histograms are inline SVG, the only script is inline;
+- no network: pictures are inlined as ``data:`` URIs, histograms are inline
+  SVG, the only script is inline;
 - a Content-Security-Policy allows exactly that one script (by its SHA-256
   hash) and ``data:`` images, so even a markup injection could not run code
   or fetch anything;
 - every piece of record text (ids, instructions, categories, error messages,
-  paths) is HTML-escaped: instructions are untrusted input.
+  paths, detail keys) is HTML-escaped: instructions are untrusted input.
 
-Sections: summary with 95% bootstrap intervals (``editmetrics.stats``),
-per-category tables, one histogram per metric, and one row per record with
-thumbnails (source, edited, target, mask overlay, boxes) and scores; clicking
-a column header sorts the records by that column.
+Sections: with several results files a comparison (``editmetrics.compare``);
+a summary per metric (direction, 95% bootstrap interval, failed vs n/a and the
+most frequent error reasons), per-group tables, histograms, and the records
+table: sticky header and first column, scrolling inside the table, filters by
+group and text, sorting by any column, and a full-size viewer (source /
+edited / target / mask side by side with boxes and mask overlays) opened by
+clicking a thumbnail. Pictures: ``editmetrics.report_media``; table and
+cells: ``editmetrics.report_records``; script and style:
+``editmetrics.report_assets``.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import html
-import io
 import json
 import math
 import os
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw
 
 from .hookspecs import hookimpl
-from .images import ImageLoadError, load_image, load_mask, to_pil
+from .report_assets import SCRIPT, STYLE, VIEWER
+from .report_media import BOX_COLOURS, FULL_SIZE, THUMB_FIELDS, THUMB_SIZE, find_boxes, record_thumbnails  # noqa: F401
+from .report_records import (TOP_REASONS, _cut, _records_table, _filters, _score_cell, direction_html,  # noqa: F401
+                             error_of, esc, fmt, metric_info, reason_class, sort_value, top_reasons)
 from .stats import summarize
 
-THUMB_SIZE = 128  # longest side of a thumbnail, in pixels
 HIST_BINS = 12
-THUMB_FIELDS = ("source", "edited", "target")
-BOX_FIELDS = ("source_bbox", "target_bbox", "bbox")
-BOX_COLOURS = {"source_bbox": (0, 160, 255), "target_bbox": (255, 170, 0), "bbox": (255, 0, 200)}
-
-# The page's only script: header-click sorting and a thumbnail check that marks
-# images which failed to decode (and counts those that did, for tests).
-SCRIPT = """
-(function () {
-  function key(cell) {
-    var v = cell.getAttribute('data-v');
-    if (v === null || v === '') return null;
-    var n = Number(v);  // reads 'Infinity' and '-Infinity' too
-    return isNaN(n) ? v.toLowerCase() : n;
-  }
-  function sortBy(table, th, asc) {
-    var col = parseInt(th.getAttribute('data-col'), 10);
-    table.querySelectorAll('th[data-col]').forEach(function (o) { o.removeAttribute('data-dir'); });
-    th.setAttribute('data-dir', asc ? 'asc' : 'desc');
-    var body = table.tBodies[0];
-    var rows = Array.prototype.slice.call(body.rows);
-    rows.sort(function (a, b) {
-      var x = key(a.cells[col]), y = key(b.cells[col]);
-      if (x === null && y === null) return 0;
-      if (x === null) return 1;   // missing scores always last
-      if (y === null) return -1;
-      var c = (typeof x === typeof y) ? (x < y ? -1 : x > y ? 1 : 0) : (typeof x === 'number' ? -1 : 1);
-      return asc ? c : -c;
-    });
-    rows.forEach(function (r) { body.appendChild(r); });
-  }
-  document.querySelectorAll('table.sortable').forEach(function (table) {
-    table.querySelectorAll('th[data-col]').forEach(function (th) {
-      th.addEventListener('click', function () { sortBy(table, th, th.getAttribute('data-dir') !== 'asc'); });
-    });
-  });
-  // A link ending in #sort=KEY or #sort=KEY:asc opens the page sorted (descending by default).
-  var m = /^#sort=(.+?)(?::(asc|desc))?$/.exec(decodeURIComponent(location.hash));
-  var records = document.getElementById('records');
-  if (m && records) {
-    records.querySelectorAll('th[data-col]').forEach(function (th) {
-      if (th.getAttribute('data-key') === m[1]) sortBy(records, th, m[2] === 'asc');
-    });
-  }
-  window.addEventListener('load', function () {
-    var ok = 0;
-    document.querySelectorAll('img').forEach(function (img) {
-      if (img.complete && img.naturalWidth > 0) { ok += 1; } else { img.classList.add('broken'); }
-    });
-    document.body.setAttribute('data-images-ok', String(ok));
-  });
-  document.body.setAttribute('data-script', 'ran');
-})();
-"""
-
-STYLE = """
-body { font-family: sans-serif; margin: 1.5em; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
-th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: right; vertical-align: top; }
-th { background: #f2f2f2; }
-td.text, th.text { text-align: left; max-width: 22em; overflow-wrap: anywhere; }
-table.sortable th[data-col] { cursor: pointer; }
-th[data-dir=asc]::after { content: " \\25B2"; }
-th[data-dir=desc]::after { content: " \\25BC"; }
-td.err { color: #a00; font-size: 85%; text-align: left; max-width: 18em; }
-figure { display: inline-block; margin: 0 4px; text-align: center; font-size: 75%; }
-img.broken { outline: 2px solid red; }
-td.images { white-space: nowrap; }
-.hists svg { margin: 0 1em 1em 0; }
-.none { color: #888; }
-"""
-
-
-# ---------------------------------------------------------------------------
-# Formatting
-# ---------------------------------------------------------------------------
-
-
-def esc(value: Any) -> str:
-    """Escape any value for HTML text or a double-quoted attribute."""
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "+inf" if value > 0 else "-inf"
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def sort_value(value: Any) -> str:
-    """The ``data-v`` attribute: numbers as JS parseFloat reads them."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if math.isinf(value):
-            return "Infinity" if value > 0 else "-Infinity"
-        return repr(float(value))
-    return esc(value)
-
-
-# ---------------------------------------------------------------------------
-# Thumbnails
-# ---------------------------------------------------------------------------
-
-
-def _data_uri(img: Image.Image) -> str:
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=82)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _thumb(img: Image.Image, size: int) -> tuple[Image.Image, float]:
-    """A copy at most ``size`` px on its longest side and the scale applied."""
-    scale = min(1.0, size / max(img.size))
-    if scale < 1.0:
-        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.LANCZOS)
-    return img, scale
-
-
-def _boxes(row: dict) -> list[tuple[str, list[float]]]:
-    """Boxes to draw: the record's ``*_bbox`` fields and any ``[x0,y0,x1,y1]``
-    lists under a ``*box*`` key in the metrics' details (e.g. grounding)."""
-    found: list[tuple[str, list[float]]] = []
-    for name in BOX_FIELDS:
-        box = row.get(name)
-        if _is_box(box):
-            found.append((name, box))
-
-    def walk(node, key=""):
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(v, str(k))
-        elif isinstance(node, list):
-            if "box" in key.lower() and _is_box(node):
-                found.append(("bbox", node))
-            else:
-                for item in node:
-                    walk(item, key)
-
-    walk(row.get("details", {}))
-    return found
-
-
-def _is_box(value) -> bool:
-    return (isinstance(value, (list, tuple)) and len(value) == 4
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value))
-
-
-def record_thumbnails(row: dict, size: int = THUMB_SIZE) -> list[tuple[str, str | None, str | None]]:
-    """(label, data URI or None, problem or None) for each picture of a row.
-
-    Boxes are drawn on the source thumbnail (``source_bbox``, details boxes) and
-    on the target/edited thumbnail (``target_bbox``); the mask overlay tints the
-    mask region red over the source."""
-    out: list[tuple[str, str | None, str | None]] = []
-    boxes = _boxes(row)
-    source_img = None
-    for name in THUMB_FIELDS:
-        path = row.get(name)
-        if not isinstance(path, str) or not path:
-            continue
-        try:
-            img = to_pil(load_image(path))
-        except ImageLoadError as exc:
-            out.append((name, None, str(exc)))
-            continue
-        thumb, scale = _thumb(img, size)
-        if name == "source":
-            source_img = img
-        if name == "source":
-            _draw_boxes(thumb, [b for b in boxes if b[0] != "target_bbox"], scale)
-        elif name == "target" or not row.get("target"):  # target box on the target, else on the edit
-            _draw_boxes(thumb, [b for b in boxes if b[0] == "target_bbox"], scale)
-        out.append((name, _data_uri(thumb), None))
-    mask_path = row.get("mask")
-    if isinstance(mask_path, str) and mask_path:
-        try:
-            mask = load_mask(mask_path)
-        except ImageLoadError as exc:
-            out.append(("mask", None, str(exc)))
-        else:
-            base = source_img if source_img is not None else Image.new("RGB", mask.shape[::-1], (128, 128, 128))
-            out.append(("mask", _data_uri(_mask_overlay(base, mask, size)), None))
-    return out
-
-
-def _draw_boxes(img: Image.Image, boxes, scale: float) -> None:
-    draw = ImageDraw.Draw(img)
-    for name, (x0, y0, x1, y1) in boxes:
-        draw.rectangle([x0 * scale, y0 * scale, x1 * scale, y1 * scale], outline=BOX_COLOURS[name], width=2)
-
-
-def _mask_overlay(base: Image.Image, mask: np.ndarray, size: int) -> Image.Image:
-    if mask.shape != (base.height, base.width):
-        mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(base.size, Image.NEAREST)) > 0
-    pixels = np.asarray(base, dtype=np.float32)
-    red = np.array([255.0, 0.0, 0.0], dtype=np.float32)
-    pixels = np.where(mask[..., None], 0.45 * pixels + 0.55 * red, 0.6 * pixels + 0.4 * 255.0)
-    return _thumb(Image.fromarray(pixels.astype(np.uint8)), size)[0]
-
 
 # ---------------------------------------------------------------------------
 # Histograms (inline SVG)
@@ -285,12 +84,13 @@ def histogram_svg(key: str, values: list[float], bins: int = HIST_BINS, width: i
     return "".join(parts)
 
 
+
 # ---------------------------------------------------------------------------
 # Page
 # ---------------------------------------------------------------------------
 
 
-def _score_keys(rows: list[dict]) -> list[str]:
+def _score_keys(rows: Iterable[dict]) -> list[str]:
     keys: list[str] = []
     for row in rows:
         for key in row.get("scores", {}):
@@ -299,98 +99,205 @@ def _score_keys(rows: list[dict]) -> list[str]:
     return keys
 
 
-def _stats_table(stats: dict) -> str:
-    out = ['<table class="summary"><thead><tr><th class="text">metric</th><th>n</th><th>mean</th><th>std</th>'
-           '<th>95% CI</th><th>failed</th><th>n/a</th></tr></thead><tbody>']
+def _stats_table(stats: dict, info: dict, rows: Sequence[dict] | None = None) -> str:
+    """Summary per metric; with ``rows``, the most frequent error reasons too."""
+    head = ('<th class="text">metric</th><th>n</th><th>mean</th><th>std</th><th>95% CI</th>'
+            '<th title="null score with a recorded error">failed</th>'
+            '<th title="null score without an error: the metric does not apply">n/a</th>')
+    if rows is not None:
+        head += '<th class="text">most frequent errors (count)</th>'
+    out = [f'<div class="wrap"><table class="summary"><thead><tr>{head}</tr></thead><tbody>']
     for key, s in stats.items():
         ci = f"[{fmt(s['ci95'][0])}, {fmt(s['ci95'][1])}]"
-        out.append(f'<tr><td class="text">{esc(key)}</td><td>{s["n"]}</td><td>{esc(fmt(s["mean"]))}</td>'
-                   f'<td>{esc(fmt(s["std"]))}</td><td>{esc(ci)}</td><td>{s["failures"]}</td>'
-                   f'<td>{s.get("not_applicable", 0)}</td></tr>')
-    out.append("</tbody></table>")
+        cells = (f'<td class="text">{esc(key)} {direction_html(info.get(key))}</td><td>{s["n"]}</td>'
+                 f'<td>{esc(fmt(s["mean"]))}</td><td>{esc(fmt(s["std"]))}</td><td>{esc(ci)}</td>'
+                 f'<td>{s["failures"]}</td><td>{s.get("not_applicable", 0)}</td>')
+        if rows is not None:
+            reasons = top_reasons(rows, key)
+            cells += '<td class="reasons">' + "<br>".join(
+                f'<span title="{esc(r)}">{n} &#215; {esc(_cut(r))}</span>' for r, n in reasons) + "</td>"
+        out.append(f"<tr>{cells}</tr>")
+    out.append("</tbody></table></div>")
     return "".join(out)
 
 
-def _records_table(rows: list[dict], keys: list[str], thumb_size: int) -> str:
-    head = ['<th class="text" data-col="0" data-key="id">id</th>',
-            '<th class="text" data-col="1" data-key="category">category</th>',
-            '<th class="text" data-col="2" data-key="instruction">instruction</th>', '<th class="text">images</th>']
-    for i, key in enumerate(keys):
-        head.append(f'<th data-col="{4 + i}" data-key="{esc(key)}">{esc(key)}</th>')
-    head.append('<th class="text">errors / warnings</th>')
-    out = [f'<table class="sortable records" id="records"><thead><tr>{"".join(head)}</tr></thead><tbody>']
-    for row in rows:
-        figs = []
-        for label, uri, problem in record_thumbnails(row, thumb_size):
-            if uri is None:
-                figs.append(f'<figure><span class="none">{esc(label)}: {esc(problem)}</span></figure>')
-            else:
-                figs.append(f'<figure><img src="{uri}" alt="{esc(label)}"><figcaption>{esc(label)}</figcaption></figure>')
-        scores = row.get("scores", {})
-        cells = [f'<td class="text" data-v="{esc(row.get("id"))}">{esc(row.get("id"))}</td>',
-                 f'<td class="text" data-v="{esc(row.get("category", ""))}">{esc(row.get("category", ""))}</td>',
-                 f'<td class="text" data-v="{esc(row.get("instruction", ""))}">{esc(row.get("instruction", ""))}</td>',
-                 f'<td class="images">{"".join(figs)}</td>']
-        for key in keys:
-            value = scores.get(key)
-            cells.append(f'<td data-v="{sort_value(value)}">{esc(fmt(value))}</td>')
-        notes = [f"{k}: {v}" for k, v in (row.get("errors") or {}).items()]
-        notes += [f"warning {k}: {v}" for k, v in (row.get("warnings") or {}).items()]
-        cells.append(f'<td class="err">{"<br>".join(esc(n) for n in notes)}</td>')
-        out.append(f'<tr data-id="{esc(row.get("id"))}">{"".join(cells)}</tr>')
-    out.append("</tbody></table>")
-    return "".join(out)
 
 
-def build_report(rows: Iterable[dict], title: str = "editmetrics report", by: str = "category",
-                 thumb_size: int = THUMB_SIZE) -> str:
-    """The report page for result rows (as written by ``editmetrics score``)."""
-    rows = list(rows)
-    keys = _score_keys(rows)
-    summary = summarize(rows, by=by)
+def _p(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2e}" if value < 1e-3 else f"{value:.4f}"
+
+
+def _comparison_html(result: dict, info: dict) -> str:
+    """The ``editmetrics compare`` result as tables."""
+    labels = [f["label"] for f in result["files"]]
+    multi = "ranking" in result
+    parts = ["<h2>Comparison</h2>",
+             "<p>Records matched by id. B &#8722; A with a paired bootstrap 95% interval (1000 resamples, seed 0); "
+             "better / worse per record by the metric's direction; p: two-sided Wilcoxon signed-rank test on "
+             "B &#8722; A (scipy defaults)" + ("; p Holm: Holm-corrected over the pairs of each metric and group"
+                                              if multi else "") + ". excluded = matched records without a finite "
+             "score in both files.</p><ul>"]
+    for f in result["files"]:
+        parts.append(f"<li>{esc(f['label'])}: {esc(f.get('path', ''))} ({f['records']} records)</li>")
+    for m in result["missing"]:
+        if m["count"]:
+            shown = ", ".join(m["ids"][:20]) + (", ..." if m["count"] > 20 else "")
+            parts.append(f'<li class="worse">missing from {esc(m["file"])}: {m["count"]} record(s): {esc(shown)}</li>')
+    if result["not_compared"]:
+        parts.append(f"<li>not compared (not in every file): {esc(', '.join(result['not_compared']))}</li>")
+    parts.append("</ul>")
+    if multi:
+        parts.append("<h3>Ranking</h3><p>Mean over the records every file scored; #1 = best by the metric's "
+                     "direction.</p>")
+        head = "".join(f"<th>{esc(lab)}</th>" for lab in labels)
+        rank_head = (f'<div class="wrap"><table class="summary ranking"><thead><tr><th class="text">metric</th>'
+                     f'<th class="text">group</th><th>n</th>{head}</tr></thead><tbody>')
+
+        def rank_rows(rows):
+            return "".join(
+                f'<tr><td class="text">{esc(r["metric"])} {direction_html(info.get(r["metric"]))}</td>'
+                f'<td class="text">{esc("all" if r["group"] is None else r["group"])}</td><td>{r["n"]}</td>'
+                + "".join(f"<td>{esc(fmt(r['means'][lab]))} (#{r['ranks'][lab] or '-'})</td>" for lab in labels)
+                + "</tr>" for r in rows)
+
+        parts.append(rank_head + rank_rows([r for r in result["ranking"] if r["group"] is None])
+                     + "</tbody></table></div>")
+        grouped = [r for r in result["ranking"] if r["group"] is not None]
+        if grouped:
+            parts.append(f'<details><summary>per {esc(result["by"])}</summary>{rank_head}{rank_rows(grouped)}'
+                         "</tbody></table></div></details>")
+        parts.append("<h3>Pairwise tests</h3>")
+    head = ['<th class="text">metric</th>', '<th class="text">group</th>']
+    if multi:
+        head += ['<th class="text">A</th>', '<th class="text">B</th>']
+    a, b = ("A", "B") if multi else (esc(labels[0]), esc(labels[1]))
+    head += ["<th>n</th>", f"<th>mean {a}</th>", f"<th>mean {b}</th>", f"<th>{b} &#8722; {a}</th>", "<th>95% CI</th>",
+             f"<th>{b} better</th>", f"<th>{a} better</th>", "<th>ties</th>", "<th>p (Wilcoxon)</th>"]
+    if multi:
+        head.append("<th>p Holm</th>")
+    head.append("<th>excluded</th>")
+    table_head = f'<div class="wrap"><table class="summary comparison"><thead><tr>{"".join(head)}</tr></thead><tbody>'
+
+    def body(rows):
+        out = []
+        for r in rows:
+            d = r["mean_diff"]
+            cls = "" if d is None or d == 0 else ("better" if (d > 0) == r["higher_is_better"] else "worse")
+            ci = "-" if r["ci95"][0] is None else f"[{fmt(r['ci95'][0])}, {fmt(r['ci95'][1])}]"
+            cells = [f'<td class="text">{esc(r["metric"])} {direction_html(info.get(r["metric"]))}</td>',
+                     f'<td class="text">{esc("all" if r["group"] is None else r["group"])}</td>']
+            if multi:
+                cells += [f'<td class="text">{esc(r["a"])}</td>', f'<td class="text">{esc(r["b"])}</td>']
+            cells += [f"<td>{r['n']}</td>", f"<td>{esc(fmt(r['mean_a']))}</td>", f"<td>{esc(fmt(r['mean_b']))}</td>",
+                      f'<td class="{cls}">{esc(fmt(d))}</td>', f"<td>{esc(ci)}</td>", f"<td>{r['b_better']}</td>",
+                      f"<td>{r['a_better']}</td>", f"<td>{r['ties']}</td>", f"<td>{esc(_p(r['p_wilcoxon']))}</td>"]
+            if multi:
+                cells.append(f"<td>{esc(_p(r.get('p_holm')))}</td>")
+            cells.append(f"<td>{r['excluded']}</td>")
+            group = "" if r["group"] is None else f' data-group="{esc(r["group"])}"'
+            out.append(f'<tr data-metric="{esc(r["metric"])}"{group}>{"".join(cells)}</tr>')
+        return "".join(out)
+
+    parts.append(table_head + body([r for r in result["rows"] if r["group"] is None]) + "</tbody></table></div>")
+    grouped = [r for r in result["rows"] if r["group"] is not None]
+    if grouped:  # per group: folded, the overall table stays short
+        parts.append(f'<details><summary>per {esc(result["by"])}</summary>{table_head}{body(grouped)}'
+                     "</tbody></table></div></details>")
+    return "".join(parts)
+
+
+def build_report(rows: Iterable[dict] | dict[str, list[dict]], title: str = "editmetrics report",
+                 by: str = "category", thumb_size: int = THUMB_SIZE, full_size: int = FULL_SIZE,
+                 paths: Sequence[str] | None = None) -> str:
+    """The report page for result rows (as written by ``editmetrics score``),
+    or for several runs ``{label: rows}`` (a comparison view)."""
+    runs = {k: list(v) for k, v in rows.items()} if isinstance(rows, dict) else {"results": list(rows)}
+    labels = list(runs)
+    all_rows = [r for rs in runs.values() for r in rs]
+    keys = _score_keys(all_rows)
+    info = metric_info(keys)
+    multi = len(runs) > 1
     script_hash = base64.b64encode(hashlib.sha256(SCRIPT.encode("utf-8")).digest()).decode("ascii")
     csp = (f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
            f"script-src 'sha256-{script_hash}'; base-uri 'none'; form-action 'none'")
-    failed = sum(1 for r in rows if r.get("errors"))
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f'<meta http-equiv="Content-Security-Policy" content="{csp}">',
         f"<title>{esc(title)}</title><style>{STYLE}</style></head><body>",
         f"<h1>{esc(title)}</h1>",
-        f"<p>{len(rows)} records, {len(keys)} score columns, {failed} record(s) with errors.</p>",
-        "<h2>Summary</h2><p>Mean with 95% percentile bootstrap interval (1000 resamples, seed 0); "
-        "failed = records without a score.</p>",
-        _stats_table(summary["overall"]),
     ]
-    if summary.get("groups"):
-        parts.append(f"<h2>By {esc(summary['by'])}</h2>")
-        for group, stats in summary["groups"].items():
-            parts.append(f"<h3>{esc(summary['by'])} = {esc(group)}</h3>")
-            parts.append(_stats_table(stats))
-    parts.append('<h2>Distributions</h2><div class="hists">')
-    for key in keys:
-        values = [float(r["scores"][key]) for r in rows if r.get("scores", {}).get(key) is not None]
-        parts.append(histogram_svg(key, values))
-    parts.append("</div>")
-    parts.append("<h2>Records</h2><p>Click a column header to sort (missing scores stay last).</p>")
-    parts.append(_records_table(rows, keys, thumb_size))
+    for label, rs in runs.items():
+        failed = sum(1 for r in rs if r.get("errors"))
+        prefix = f"{esc(label)}: " if multi else ""
+        parts.append(f"<p>{prefix}{len(rs)} records, {len(_score_keys(rs))} score columns, "
+                     f"{failed} record(s) with errors.</p>")
+    if multi:
+        from .compare import compare_runs
+
+        result = compare_runs(list(runs.values()), labels, by=by,
+                              directions={k: v["higher_is_better"] for k, v in info.items()
+                                          if v["higher_is_better"] is not None})
+        for f, path in zip(result["files"], paths or []):
+            f["path"] = path
+        parts.append(_comparison_html(result, info))
+    parts.append("<h2>Summary</h2><p>Mean with 95% percentile bootstrap interval (1000 resamples, seed 0); "
+                 "&#8593; higher is better, &#8595; lower is better; failed = no score, with a recorded error; "
+                 "n/a = no score and no error (the metric does not apply to the record).</p>")
+    for label, rs in runs.items():
+        summary = summarize(rs, by=by)
+        if multi:
+            parts.append(f"<h3>{esc(label)}</h3>")
+        parts.append(_stats_table(summary["overall"], info, rs))
+        if summary.get("groups") and not multi:
+            parts.append(f"<h2>By {esc(summary['by'])}</h2>")
+            for group, stats in summary["groups"].items():
+                parts.append(f"<h3>{esc(summary['by'])} = {esc(group)}</h3>")
+                parts.append(_stats_table(stats, info))
+    parts.append("<h2>Distributions</h2>")
+    for label, rs in runs.items():
+        if multi:
+            parts.append(f"<h3>{esc(label)}</h3>")
+        parts.append('<div class="hists">')
+        for key in keys:
+            values = [float(r["scores"][key]) for r in rs if r.get("scores", {}).get(key) is not None]
+            parts.append(histogram_svg(key, values))
+        parts.append("</div>")
+    table, groups = _records_table(list(runs.values()), labels, keys, info, by, thumb_size, full_size)
+    parts.append("<h2>Records</h2><p>Click a column header to sort (missing scores stay last), a thumbnail to "
+                 "see the pictures at full size with boxes and masks. In a score cell, <em>failed</em> "
+                 "(hover for the reason) differs from <em>n/a</em> (the metric does not apply).</p>")
+    parts.append(_filters(by or "category", groups))
+    parts.append(table)
+    parts.append(VIEWER)
     parts.append(f"<script>{SCRIPT}</script></body></html>")
     return "\n".join(parts)
 
 
-def write_report(results: str, out: str, title: str | None = None, by: str = "category",
-                 thumb_size: int = THUMB_SIZE) -> int:
-    """Write the report of a results file; returns the number of records."""
+def write_report(results: str | Sequence[str], out: str, title: str | None = None, by: str = "category",
+                 thumb_size: int = THUMB_SIZE, full_size: int = FULL_SIZE) -> int:
+    """Write the report of one results file, or the comparison of several;
+    returns the number of records (distinct ids)."""
+    from .compare import run_labels
     from .runner import read_results
 
-    rows = list(read_results(results))
-    page = build_report(rows, title=title or f"editmetrics report: {os.path.basename(results)}", by=by,
-                        thumb_size=thumb_size)
+    paths = [results] if isinstance(results, str) else list(results)
+    if len(paths) == 1:
+        rows: Any = list(read_results(paths[0]))
+        n = len(rows)
+        default_title = f"editmetrics report: {os.path.basename(paths[0])}"
+    else:
+        rows = {lab: list(read_results(p)) for lab, p in zip(run_labels(paths), paths)}
+        n = len({str(r.get("id")) for rs in rows.values() for r in rs})
+        default_title = "editmetrics comparison: " + ", ".join(os.path.basename(p) for p in paths)
+    page = build_report(rows, title=title or default_title, by=by, thumb_size=thumb_size, full_size=full_size,
+                        paths=paths)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w", encoding="utf-8") as fh:
         fh.write(page)
-    return len(rows)
+    return n
 
 
 # ---------------------------------------------------------------------------
@@ -403,16 +310,18 @@ def register_commands(cli):
     import click
 
     @cli.command("report")
-    @click.argument("results", type=click.Path(exists=True, dir_okay=False))
+    @click.argument("results", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
     @click.option("--out", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
     @click.option("--title", help="Page title (default: the results file name).")
     @click.option("--by", default="category", show_default=True, help="Record field for the per-group tables.")
     @click.option("--thumb-size", default=THUMB_SIZE, show_default=True, type=click.IntRange(16, 1024),
                   help="Longest side of the inlined thumbnails, in pixels.")
-    def report(results, out, title, by, thumb_size):
-        """Write a self-contained HTML report of a results file."""
+    @click.option("--full-size", default=FULL_SIZE, show_default=True, type=click.IntRange(0, 8192),
+                  help="Longest side of the full-size views (larger images are scaled down; 0: no full-size views).")
+    def report(results, out, title, by, thumb_size, full_size):
+        """Write a self-contained HTML report of a results file (several files: a comparison)."""
         try:
-            n = write_report(results, out, title=title, by=by, thumb_size=thumb_size)
+            n = write_report(list(results), out, title=title, by=by, thumb_size=thumb_size, full_size=full_size)
         except json.JSONDecodeError as exc:
-            raise click.UsageError(f"{results} is not a results JSON Lines file: {exc}") from None
+            raise click.UsageError(f"not a results JSON Lines file: {exc}") from None
         click.echo(f"wrote {out} ({n} records, {os.path.getsize(out) // 1024} KiB)")

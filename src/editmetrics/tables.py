@@ -62,7 +62,7 @@ class Table:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, allow_nan=True)
+        return json.dumps(strict_json(self.to_dict()), indent=2, allow_nan=False)
 
     def to_markdown(self) -> str:
         cols = self.columns
@@ -85,6 +85,20 @@ class Table:
             lines.append("")
             lines += [f"- {note}" for note in self.notes]
         return "\n".join(lines) + "\n"
+
+
+def strict_json(value):
+    """``value`` with every non-finite float replaced by the string ``"inf"``,
+    ``"-inf"`` or ``"nan"``: JSON has no literal for them (Python would write
+    ``Infinity``/``NaN``, which strict parsers reject). ``null`` keeps meaning
+    "no value" (an empty cell)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
 
 
 def _md_row(cells: Iterable[str]) -> str:
@@ -391,10 +405,12 @@ def summary_table(runs: dict[str, list[dict]], by: str | None = "category", titl
 
 
 def write_tables(tables: dict[str, Table], json_path: str | None = None, markdown_path: str | None = None) -> None:
-    """Write several tables: one JSON object ``{name: table}`` and one Markdown file."""
+    """Write several tables: one strict JSON object ``{name: table}`` (non-finite
+    numbers as strings, ``strict_json``) and one Markdown file where each table
+    comes under a heading with its name."""
     if json_path:
         with open(json_path, "w", encoding="utf-8") as fh:
-            json.dump({name: t.to_dict() for name, t in tables.items()}, fh, indent=2, allow_nan=True)
+            json.dump(strict_json({name: t.to_dict() for name, t in tables.items()}), fh, indent=2, allow_nan=False)
     if markdown_path:
         with open(markdown_path, "w", encoding="utf-8") as fh:
-            fh.write("\n".join(t.to_markdown() for t in tables.values()))
+            fh.write("\n".join(f"## {name}\n\n{t.to_markdown()}" for name, t in tables.items()))
