@@ -63,15 +63,17 @@ class Encoder:
     fill: tuple[float, float, float] = (0.5, 0.5, 0.5)  # colour of erased pixels, [0, 1]
     logit_scale: float = 100.0  # temperature of zero-shot classification (CLIP's learned value)
 
-    def encode_images(self, images: list[np.ndarray]) -> np.ndarray:  # pragma: no cover - abstract
+    def encode_images(self, images: list[np.ndarray], normalise: bool = True) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
 
-    def encode_texts(self, texts: list[str]) -> np.ndarray:
+    def encode_texts(self, texts: list[str], normalise: bool = True) -> np.ndarray:
         raise MetricError(f"backbone {self.spec!r} has no text encoder")
 
 
-def _normalise(x) -> np.ndarray:
+def _normalise(x, normalise: bool = True) -> np.ndarray:
     x = x.detach().float().cpu().numpy().astype(np.float32)
+    if not normalise:  # raw projected features (BPM's released S_modify uses them)
+        return x
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.maximum(norms, 1e-12)
 
@@ -133,17 +135,17 @@ class OpenClipEncoder(Encoder):
         self.path = path
         self._torch = torch
 
-    def encode_images(self, images):
+    def encode_images(self, images, normalise=True):
         torch = self._torch
         batch = torch.stack([self.preprocess(to_pil(im)) for im in images]).to(self.device)
         with torch.inference_mode():
-            return _normalise(self.model.encode_image(batch))
+            return _normalise(self.model.encode_image(batch), normalise)
 
-    def encode_texts(self, texts):
+    def encode_texts(self, texts, normalise=True):
         torch = self._torch
         tokens = self.tokenizer(list(texts)).to(self.device)
         with torch.inference_mode():
-            return _normalise(self.model.encode_text(tokens))
+            return _normalise(self.model.encode_text(tokens), normalise)
 
 
 class _quiet_logging:
@@ -249,7 +251,7 @@ class HFEncoder(Encoder):
         self.identity = f"hf|{self.kind}|{file_identity(source)}|{json.dumps(self.processor.to_dict(), sort_keys=True, default=str)}"
         self.path = source
 
-    def encode_images(self, images):
+    def encode_images(self, images, normalise=True):
         torch = self._torch
         pixels = self.processor(images=[to_pil(im) for im in images], return_tensors="pt")["pixel_values"]
         pixels = pixels.to(self.device)
@@ -262,9 +264,9 @@ class HFEncoder(Encoder):
                 # DINO-I uses (DreamBooth). Dinov2Model's pooler_output is the same
                 # tensor; ViTModel's pooler_output is an extra dense+tanh head, not used.
                 feats = self.model(pixel_values=pixels).last_hidden_state[:, 0]
-        return _normalise(feats)
+        return _normalise(feats, normalise)
 
-    def encode_texts(self, texts):
+    def encode_texts(self, texts, normalise=True):
         if not self.has_text:
             return super().encode_texts(texts)
         torch = self._torch
@@ -273,7 +275,7 @@ class HFEncoder(Encoder):
         with torch.inference_mode():
             out = self.model.get_text_features(**tokens)
             feats = out if torch.is_tensor(out) else out.pooler_output
-        return _normalise(feats)
+        return _normalise(feats, normalise)
 
 
 def _setting_of(spec: str) -> str:

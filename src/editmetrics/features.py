@@ -67,6 +67,7 @@ class _Pending:
     backbone: str
     image: np.ndarray | None = None
     text: str | None = None
+    raw: bool = False  # the encoder's output as is, not L2-normalised (BPM's released S_modify)
 
 
 class FeatureStore:
@@ -124,7 +125,8 @@ class FeatureStore:
 
     # -- requests -------------------------------------------------------
     def request_image(self, backbone: str, rec_or_image: Any, field: str | None = None, *,
-                      box=None, mask: np.ndarray | None = None, erase: np.ndarray | None = None) -> str:
+                      box=None, mask: np.ndarray | None = None, erase: np.ndarray | None = None,
+                      raw: bool = False) -> str:
         """Queue one image embedding and return its key.
 
         ``rec_or_image``: a ``RecordView`` (then ``field`` names the image) or
@@ -132,7 +134,8 @@ class FeatureStore:
         the crop is encoded. ``mask`` (HxW bool, same size): pixels outside it
         are filled; ``erase``: pixels inside it are filled. The fill colour is
         the backbone's normalisation mean, i.e. zero after normalisation.
-        Masks are applied before cropping.
+        Masks are applied before cropping. ``raw``: the embedding is returned
+        without L2 normalisation (a separate key).
         """
         encoder = self.backbone(backbone)
         source = rec_or_image.image(field) if field is not None else np.asarray(rec_or_image)
@@ -151,11 +154,11 @@ class FeatureStore:
             with self._lock:
                 self._memo[memo_key] = (source, image, digest, mask, erase)
         # The key hashes the region's final pixels, so it covers image, box and fill.
-        key = _key(encoder.identity, "image", digest)
+        key = _key(encoder.identity, "image-raw" if raw else "image", digest)
         with self._lock:
             self._requested.add(key)
             if key not in self._vectors and key not in self._pending:
-                self._pending[key] = _Pending(key, self.spec(backbone), image=image)
+                self._pending[key] = _Pending(key, self.spec(backbone), image=image, raw=raw)
             elif key in self._vectors:
                 self._vectors.move_to_end(key)
                 self.stats["memory_hits"] += 1
@@ -175,15 +178,16 @@ class FeatureStore:
             image = image[y0:y1, x0:x1]
         return image
 
-    def request_text(self, backbone: str, text: str) -> str:
+    def request_text(self, backbone: str, text: str, raw: bool = False) -> str:
         encoder = self.backbone(backbone)
         if not encoder.has_text:
             raise MetricError(f"backbone {encoder.spec!r} has no text encoder")
-        key = _key(encoder.identity, "text", hashlib.blake2b(str(text).encode(), digest_size=16).hexdigest())
+        key = _key(encoder.identity, "text-raw" if raw else "text",
+                   hashlib.blake2b(str(text).encode(), digest_size=16).hexdigest())
         with self._lock:
             self._requested.add(key)
             if key not in self._vectors and key not in self._pending:
-                self._pending[key] = _Pending(key, self.spec(backbone), text=str(text))
+                self._pending[key] = _Pending(key, self.spec(backbone), text=str(text), raw=raw)
             elif key in self._vectors:
                 self._vectors.move_to_end(key)
                 self.stats["memory_hits"] += 1
@@ -197,7 +201,7 @@ class FeatureStore:
             pending, self._pending = self._pending, {}
             protected, self._requested = self._requested, set()
             self._memo.clear()
-        todo: dict[tuple[str, str], list[_Pending]] = {}
+        todo: dict[tuple[str, str, bool], list[_Pending]] = {}
         for item in pending.values():
             cached = self._read_disk(item.key)
             if cached is not None:
@@ -205,17 +209,19 @@ class FeatureStore:
                 self.stats["disk_hits"] += 1
                 continue
             kind = "image" if item.image is not None else "text"
-            todo.setdefault((item.backbone, kind), []).append(item)
-        for (spec, kind), items in todo.items():
+            todo.setdefault((item.backbone, kind, item.raw), []).append(item)
+        for (spec, kind, raw), items in todo.items():
             encoder = self._encoders[spec]
             for start in range(0, len(items), self.chunk):
                 part = items[start:start + self.chunk]
                 try:
+                    # raw (unnormalised) only on request: encoders of plugins need not support it
+                    extra = {"normalise": False} if raw else {}
                     if kind == "image":
-                        vecs = encoder.encode_images([p.image for p in part])
+                        vecs = encoder.encode_images([p.image for p in part], **extra)
                         self.stats["images_encoded"] += len(part)
                     else:
-                        vecs = encoder.encode_texts([p.text for p in part])
+                        vecs = encoder.encode_texts([p.text for p in part], **extra)
                         self.stats["texts_encoded"] += len(part)
                 except Exception as exc:  # noqa: BLE001 - fails those keys only
                     reason = f"{spec}: encoding failed: {type(exc).__name__}: {exc}"
