@@ -133,7 +133,7 @@ ITEMS = [
          _v([{"op": "noise", "sigma": 5, "seed": 8}], [], []),
          _v([{"op": "paint", "box": CUP, "color": [170, 160, 150]}, {"op": "add", "delta": 30}], [], []),
      ]},
-    {"id": "bigger-cat", "photo": "chelsea", "size": [480, 320], "instruction": "make the cat bigger",
+    {"id": "bigger-cat", "photo": "chelsea", "size": [482, 322], "instruction": "make the cat bigger",
      "parse": _parse("cat", "big cat", "size", size="larger"), "source_detect": [[0.5, 0.5, 0.3, 0.4]],
      "source_regions": [[0.5, 0.5, 0.3, 0.4]],
      "edited": [
@@ -356,13 +356,18 @@ class StubTables:
                 phrase = item["parse"]["reference_object"] if item["parse"]["edit_type"] == "add" \
                     else fields["original_part"]
                 if phrase:
-                    self.detect[(d_src, caption(phrase))] = item["source_detect"]
+                    self._put((d_src, caption(phrase)), item["source_detect"])
             for v, img in zip(item["edited"], edited):
                 d = digest(img)
                 self.regions[d] = v["regions"]
                 self.frame_regions[digest(resize500(img))] = v["regions"]
                 if item["parse"]["target_object"] and item["parse"]["edit_type"] != "global":
-                    self.detect[(d, caption(item["parse"]["target_object"]))] = v["detect"]
+                    self._put((d, caption(item["parse"]["target_object"])), v["detect"])
+
+    def _put(self, key, boxes):
+        if key in self.detect and self.detect[key] != boxes:
+            raise ValueError(f"two images with the same pixels and phrase get different boxes: {key}")
+        self.detect[key] = boxes
 
     def boxes(self, image: np.ndarray, phrase: str) -> list:
         return self.detect.get((digest(image), caption(phrase)), [])
