@@ -2,7 +2,6 @@
 grounding with tiny random GroundingDINO + SAM, pool normalisation, protocols."""
 
 import json
-import math
 import os
 import shutil
 
