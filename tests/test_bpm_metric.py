@@ -2,7 +2,6 @@
 grounding with tiny random GroundingDINO + SAM, pool normalisation, protocols."""
 
 import json
-import math
 import os
 import shutil
 
@@ -11,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from editmetrics.bpm import judges
+from editmetrics.bpm import judges, released
+from editmetrics.images import resize_mask
 from editmetrics.bpm.protocols import ProtocolError, ground_truth_test, human_alignment, pool_rows
 from editmetrics.runner import score_file, score_records
 from editmetrics.tiny import load_open_clip, write_grounding, write_open_clip
@@ -65,34 +65,47 @@ def _direct_preserve(src, edited, region):
     return 1.0 - rms[~region].mean()
 
 
+def _frames(scene):
+    return released.frame(scene["src"]), released.frame(scene["edited"])
+
+
+def _m500(mask):
+    return resize_mask(mask, (500, 500))
+
+
 def test_s_preserve_and_s_size_equal_direct_numpy(scene, clip):
     recs = [
         _rec(id="larger", instruction="make the astronaut bigger", source_mask="m_src.png", target_mask="m_tgt.png"),
         _rec(id="smaller", instruction="make the astronaut smaller", source_mask="m_src.png", target_mask="m_tgt.png"),
-        _rec(id="unchanged", instruction="make the astronaut blue", source_mask="m_src.png",
+        _rec(id="colour", instruction="make the astronaut blue", source_mask="m_src.png",
              target_mask="m_tgt.png"),
     ]
-    rows = {r["id"]: r for r in score_records(recs, ["bpm"], base_dir=str(scene["root"]),
-                                              settings={"clip": clip["spec"]})}
-    union = scene["m_src"] | scene["m_tgt"]
-    expected = _direct_preserve(scene["src"], scene["edited"], union)
-    ratio = scene["m_tgt"].sum() / scene["m_src"].sum()
-    assert ratio == 1.5
-    for rid, size_ok in (("larger", 1.0), ("smaller", 0.0), ("unchanged", 0.0)):
-        s = rows[rid]["scores"]
-        assert rows[rid]["errors"] == {}
-        assert s["bpm.s_preserve"] == expected
-        assert s["bpm.s_size"] == size_ok
-        d = rows[rid]["details"]["bpm"]
-        assert d["areas"] == {"source": 400.0, "target": 600.0, "from": "mask"}
-        assert d["regions"] == {"source": "record:source_mask", "target": "record:target_mask"}
-        # fixed-range BPM is exactly the paper's combination of its components
-        sem = (s["bpm.s_modify"] + 1) / 2 + s["bpm.s_preserve"]
-        assert s["bpm.s_semantic"] == pytest.approx(sem, abs=1e-12)
-        assert s["bpm"] == pytest.approx(0.7 * sem + 0.3 * (s["bpm.s_size"] + s["bpm.s_position"]), abs=1e-12)
+    src500, edi500 = _frames(scene)
+    for variant in ("released", "corrected"):
+        key = "bpm" if variant == "released" else "bpm(variant=corrected)"
+        rows = {r["id"]: r for r in score_records(recs, [key], base_dir=str(scene["root"]),
+                                                  settings={"clip": clip["spec"]})}
+        # released: the source mask only (a supplied source mask stands for SAM on both images), uint8
+        # arithmetic; corrected: the union of both masks, float arithmetic
+        mask = _m500(scene["m_src"]) if variant == "released" else _m500(scene["m_src"]) | _m500(scene["m_tgt"])
+        expected = 1 - released.l2(src500, edi500, mask, uint8=variant == "released")
+        # first boxes: bbox of the masks, 20x20 -> 20x30: ratio 1.5; size judged only for size edits
+        for rid, size_ok in (("larger", 1.0), ("smaller", 0.0), ("colour", 1.0)):
+            s = rows[rid]["scores"]
+            assert rows[rid]["errors"] == {}
+            assert s[f"{key}.s_preserve"] == expected
+            assert s[f"{key}.s_size"] == size_ok
+            d = rows[rid]["details"][key]
+            assert d["regions"] == {"source": "record:source_mask", "target": "record:target_mask"}
+            assert d["branch"] == "normal" and d["variant"] == variant
+            # fixed-range BPM is exactly the paper's combination of its components
+            sem = (s[f"{key}.s_modify"] + 1) / 2 + s[f"{key}.s_preserve"]
+            assert s[f"{key}.s_semantic"] == pytest.approx(sem, abs=1e-12)
+            assert s[key] == pytest.approx(0.7 * sem + 0.3 * (s[f"{key}.s_size"] + s[f"{key}.s_position"]),
+                                           abs=1e-12)
 
 
-def test_s_size_from_first_boxes_and_position_from_supplied_boxes(scene, clip):
+def test_position_of_moves_only_on_request_and_size_from_first_boxes(scene, clip):
     recs = [
         _rec(id="right", source_object="astronaut", target_object="astronaut", edit_type="position",
              position_change="right", source_bbox=[10, 10, 30, 30], target_bbox=[50, 12, 70, 32]),
@@ -101,48 +114,51 @@ def test_s_size_from_first_boxes_and_position_from_supplied_boxes(scene, clip):
         _rec(id="box-size", source_object="astronaut", target_object="astronaut", edit_type="size",
              size_change="larger", source_bbox=[10, 10, 30, 30], target_bbox=[10, 10, 40, 40]),
     ]
-    rows = {r["id"]: r for r in score_records(recs, ["bpm(size_area=box)"], base_dir=str(scene["root"]),
-                                              settings={"clip": clip["spec"]})}
-    key = "bpm(size_area=box)"
-    assert rows["right"]["scores"][f"{key}.s_position"] == 1.0
-    assert rows["left"]["scores"][f"{key}.s_position"] == 0.0
-    assert rows["box-size"]["scores"][f"{key}.s_size"] == 1.0  # 900 / 400 > 1.2
+    for key, left in (("bpm", 1.0), ("bpm(position_moves=true)", 0.0)):
+        rows = {r["id"]: r for r in score_records(recs, [key], base_dir=str(scene["root"]),
+                                                  settings={"clip": clip["spec"]})}
+        assert rows["right"]["scores"][f"{key}.s_position"] == 1.0
+        assert rows["left"]["scores"][f"{key}.s_position"] == left  # released: moves are not judged
+        assert rows["box-size"]["scores"][f"{key}.s_size"] == 1.0  # 900 / 400 > 1.2
     assert rows["right"]["details"][key]["parse"] == {"supplied": ["edit_type", "position_change", "source_object",
                                                                    "target_object"]}
-    # a box without a mask excludes the filled box from S_preserve
-    region = judges.box_mask((10, 10, 30, 30), 96, 64) | judges.box_mask((50, 12, 70, 32), 96, 64)
-    assert rows["right"]["scores"][f"{key}.s_preserve"] == _direct_preserve(scene["src"], scene["edited"], region)
+    # released: a supplied box stands for its filled rectangle; the source's only
+    src500, edi500 = _frames(scene)
+    region = judges.box_mask(released.to_frame((10, 10, 30, 30), 96, 64), 500, 500)
+    assert rows["right"]["scores"][f"{key}.s_preserve"] == 1 - released.l2(src500, edi500, region)
 
 
-def test_s_preserve_does_not_wrap_around_like_uint8():
-    src = np.full((8, 8, 3), 100 / 255, np.float32)
-    darker = np.full((8, 8, 3), 99 / 255, np.float32)
-    none = np.zeros((8, 8), bool)
-    # the authors' uint8 subtraction gives 99 - 100 = 255, i.e. S_preserve = 0
-    assert (np.array([99], np.uint8) - np.array([100], np.uint8))[0] == 255
-    assert judges.s_preserve(src, darker, none) == pytest.approx(1 - 1 / 255, abs=1e-7)
+def test_l2_uint8_arithmetic_is_squared_difference_mod_256():
+    src = np.full((8, 8, 3), 100, np.uint8)
+    for delta, aliased in ((-1, 1), (1, 1), (15, 225), (16, 0), (17, 33), (-40, 64)):
+        edited = (src.astype(int) + delta).astype(np.uint8)
+        # darker by 1 is 255 after the uint8 subtraction, but 255 * 255 = 1 (mod 256): exact
+        assert released.l2(src, edited, None) == pytest.approx(np.sqrt(aliased) / 255, abs=1e-12)
+        assert released.l2(src, edited, None, uint8=False) == pytest.approx(abs(delta) / 255, abs=1e-12)
+    worst = np.zeros((4, 4, 3), np.uint8)
+    assert max(released.l2(worst, worst + d, None) for d in range(256)) <= np.sqrt(255) / 255 + 1e-12
 
 
-def test_s_modify_agrees_with_direct_open_clip(scene, clip):
+def test_s_modify_is_the_raw_feature_direction_on_the_source_box_crop(scene, clip):
     rec = _rec(instruction="make the astronaut blue", source_mask="m_src.png", target_mask="m_tgt.png")
     row = score_records([rec], ["bpm"], base_dir=str(scene["root"]), settings={"clip": clip["spec"]})[0]
-    crop = row["details"]["bpm"]["boxes"]["modify_crop"]
-    # union box of both masks [28, 15, 50, 45] expanded x1.5 about its centre
-    assert crop == [22.5, 7.5, 55.5, 52.5]
-    x0, y0, x1, y1 = math.floor(crop[0]), math.floor(crop[1]), math.ceil(crop[2]), math.ceil(crop[3])
+    crop = row["details"]["bpm"]["modify_crop_500"]
+    # the source box (bbox of m_src, [30, 20, 50, 40] in 96x64) in the 500 frame, x1.5 about its centre
+    box = released.to_frame((30, 20, 50, 40), 96, 64)
+    assert crop == [round(v, 2) for v in released.crop_box([box])]
     model, pre, tok = clip["model"], clip["preprocess"], clip["tokenizer"]
+    src500, edi500 = _frames(scene)
 
     def img(arr):
-        with torch.no_grad():
-            v = model.encode_image(pre(Image.fromarray(arr[y0:y1, x0:x1])).unsqueeze(0))[0].numpy()
-        return v / np.linalg.norm(v)
+        with torch.no_grad():  # raw features: no L2 normalisation (released code)
+            return model.encode_image(pre(Image.fromarray(released.crop(arr, released.crop_box([box])))
+                                          ).unsqueeze(0))[0].numpy()
 
     def txt(t):
         with torch.no_grad():
-            v = model.encode_text(tok([t]))[0].numpy()
-        return v / np.linalg.norm(v)
+            return model.encode_text(tok([t]))[0].numpy()
 
-    di = img(scene["edited"]) - img(scene["src"])
+    di = img(edi500) - img(src500)
     dt = txt("blue astronaut") - txt("astronaut")
     expected = float(di @ dt / (np.linalg.norm(di) * np.linalg.norm(dt)))
     assert row["scores"]["bpm.s_modify"] == pytest.approx(expected, abs=1e-5)
@@ -155,11 +171,15 @@ def test_examples_local_recolour_beats_whole_image_change_on_preservation(tmp_pa
     rows = {r["id"]: r for r in read_jsonl(str(out))}
     local, whole = rows["cat-blue"]["scores"], rows["cat-blue-global"]["scores"]
     assert local["bpm.s_preserve"] > whole["bpm.s_preserve"]
-    assert local["bpm.s_preserve"] > 0.95 and whole["bpm.s_preserve"] < 0.8
-    # the sepia record is a global edit: no region judge, BPM = S_semantic
+    # released uint8 arithmetic: 1 - L2 never falls below 1 - sqrt(255)/255 = 0.937
+    assert whole["bpm.s_preserve"] >= 1 - np.sqrt(255) / 255
+    # the sepia record is a global edit: released rules (CLIP-T with the instruction, perfect
+    # preservation, size = position = 1, the same 0.7 / 0.3 weights)
     sepia = rows["coffee-sepia"]
     assert sepia["details"]["bpm"]["edit"]["edit_type"] == "global"
-    assert sepia["scores"]["bpm.s_region"] is None and sepia["scores"]["bpm"] == sepia["scores"]["bpm.s_semantic"]
+    assert sepia["details"]["bpm"]["branch"] == "global" and sepia["scores"]["bpm.s_preserve"] == 1.0
+    assert sepia["scores"]["bpm.s_region"] == 2.0
+    assert sepia["scores"]["bpm"] == pytest.approx(0.7 * sepia["scores"]["bpm.s_semantic"] + 0.6, abs=1e-12)
     # the reference object ("astronaut") needs a grounder or a reference_bbox: a recorded reason
     assert "bpm_groundingdino" in rows["astronaut-noise"]["errors"]["bpm"]
 
@@ -300,15 +320,23 @@ def test_pool_rows_global_and_degenerate():
     rows = [{"id": "a", "scores": {"bpm.s_modify": -0.2, "bpm.s_preserve": 0.9, "bpm.s_region": 2.0},
              "details": {"bpm": {"alpha": 0.7}}},
             {"id": "b", "scores": {"bpm.s_modify": 0.6, "bpm.s_preserve": 0.7, "bpm.s_region": None},
+             "details": {"bpm": {"alpha": 0.7}}},
+            # exactly 1 (released preservation 0: a global edit) is left out of the range, not of the pool
+            {"id": "g", "scores": {"bpm.s_modify": 0.2, "bpm.s_preserve": 1.0, "bpm.s_region": 2.0},
              "details": {"bpm": {"alpha": 0.7}}}]
     out, summary = pool_rows(rows)
-    a, b = out[0]["scores"], out[1]["scores"]
+    a, b, g = (r["scores"] for r in out)
     assert (a["bpm.s_modify_norm"], a["bpm.s_preserve_norm"]) == (0.0, 1.0)
     assert a["bpm"] == pytest.approx(0.7 * 1.0 + 0.3 * 2.0)
-    assert b["bpm"] == b["bpm.s_semantic"] == 1.0  # global: S_semantic alone
-    assert summary["n"] == 2 and rows[0]["scores"].get("bpm") is None  # input rows untouched
+    assert b["bpm"] == b["bpm.s_semantic"] == 1.0  # no region scores: S_semantic alone
+    assert g["bpm.s_preserve_norm"] == pytest.approx(1.5)  # (1 - 0.7) / (0.9 - 0.7): above 1, as released
+    assert summary["n"] == 3 and summary["s_preserve_excluded"] == 1 and rows[0]["scores"].get("bpm") is None
     with pytest.raises(ProtocolError, match="single value"):
         pool_rows(rows[:1])
+    # nothing left for the preservation range (the released script crashes): documented fallback
+    out, summary = pool_rows([rows[2], {**rows[2], "id": "h", "scores": {**rows[2]["scores"], "bpm.s_modify": 0.5}}])
+    assert summary["s_preserve_range"] is None and "fallback" in str(summary)
+    assert [r["scores"]["bpm.s_preserve_norm"] for r in out] == [0.0, 0.0]
 
 
 # ---------------------------------------------------------------------------
@@ -343,19 +371,20 @@ def test_grounded_bpm_end_to_end(scene, clip, grounding_models, tmp_path, monkey
                          settings=settings, batch_size=8)
     key = "bpm(box_threshold=0.0,text_threshold=0.0)"
     assert calls == [5]  # one batched grounding call for the 5 phrases of 3 records
+    src500, edi500 = released.frame(scene["src"]), released.frame(scene["edited"])
     for row in rows:
         assert row["errors"] == {}, row["errors"]
         d = row["details"][key]
         assert set(d["regions"].values()) == {"grounding"}
-        for boxes in d["boxes"].values():
-            for box in (boxes if isinstance(boxes[0], list) else [boxes]):
-                assert 0 <= box[0] < box[2] <= 96 and 0 <= box[1] < box[3] <= 64
-        m0 = np.asarray(Image.open(d["mask_files"]["source"])) > 0
-        m1 = np.asarray(Image.open(d["mask_files"]["target"])) > 0
-        assert row["scores"][f"{key}.s_preserve"] == _direct_preserve(scene["src"], scene["edited"], m0 | m1)
+        for boxes in d["boxes_500"].values():
+            for box in boxes:
+                assert 0 <= box[0] < box[2] <= 500 and 0 <= box[1] < box[3] <= 500
+        if d["branch"] == "normal":
+            mask = np.asarray(Image.open(d["mask_file"])) > 0
+            assert row["scores"][f"{key}.s_preserve"] == 1 - released.l2(src500, edi500, mask)
         assert row["scores"][key] is not None
     removal = rows[2]["details"][key]
-    assert "target" not in removal["boxes"] and removal["edit"]["edit_type"] == "remove"
+    assert "target" not in removal["boxes_500"] and removal["edit"]["edit_type"] == "remove"
 
 
 def test_missing_grounding_model_message(scene, clip):
@@ -373,10 +402,12 @@ def test_csv_records_with_box_strings(scene, clip, tmp_path):
         'a,src.png,edit.png,move the astronaut to the right,"[10, 10, 30, 30]","[50, 12, 70, 32]"\n'
         'b,src.png,edit.png,move the astronaut to the left,"[10, 10, 30, 30]","[50, 12, 70, 32]"\n')
     out = tmp_path / "out.jsonl"
-    score_file(str(tmp_path / "pairs.csv"), ["bpm"], str(out), settings={"clip": clip["spec"]}, progress=False)
+    key = "bpm(position_moves=true)"
+    score_file(str(tmp_path / "pairs.csv"), [key], str(out), settings={"clip": clip["spec"]}, progress=False)
     rows = {r["id"]: r for r in read_jsonl(str(out))}
-    assert rows["a"]["scores"]["bpm.s_position"] == 1.0 and rows["b"]["scores"]["bpm.s_position"] == 0.0
-    assert rows["a"]["details"]["bpm"]["boxes"]["target"] == [[50.0, 12.0, 70.0, 32.0]]
+    assert rows["a"]["scores"][f"{key}.s_position"] == 1.0 and rows["b"]["scores"][f"{key}.s_position"] == 0.0
+    assert rows["a"]["details"][key]["boxes_500"]["target"] == [[round(v, 2) for v in
+                                                                 released.to_frame((50, 12, 70, 32), 96, 64)]]
 
 
 def test_batched_grounding_equals_one_by_one(grounding_models):

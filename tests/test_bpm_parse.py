@@ -179,3 +179,61 @@ def test_llm_parser_needs_a_model_path():
         LlamaParser({})
     with pytest.raises(ValueError, match="not found"):
         LlamaParser({"bpm_llm": "/nonexistent/model.gguf"})
+
+
+# ---------------------------------------------------------------------------
+# The released parse's field-by-field prompts (prompt version gemma_v1)
+# ---------------------------------------------------------------------------
+
+
+def test_field_prompt_mapping_follows_the_released_fields():
+    from editmetrics.bpm.field_prompts import split_parts, to_schema
+
+    assert split_parts("Original image: Bike. Edited image: bear.") == ("bike.", "bear.")
+    base = {"edit_type": "replace.", "size": "none.", "position": "none.", "being_added": "", "added_object": ""}
+    assert to_schema({**base, "original_part": "bike.", "edited_part": "bear."})["edit_type"] == "replace"
+    add = to_schema({**base, "original_part": "none.", "edited_part": "toy.", "edit_type": "add.",
+                     "being_added": "table.", "added_object": "toy.", "position": "inside."})
+    assert (add["edit_type"], add["target_object"], add["reference_object"], add["position_change"]) == \
+        ("add", "toy", "table", "inside")
+    # "none." is no reference (the release tests it for truth, so "none." counted as one)
+    assert to_schema({**base, "original_part": "none.", "edited_part": "gas pump.", "being_added": "none.",
+                      "added_object": "gas pump."})["reference_object"] is None
+    # "bigger." is bigger (the release compares relation == 'bigger' and never matches)
+    size = to_schema({**base, "original_part": "flower.", "edited_part": "flower.", "edit_type": "change size.",
+                      "size": "bigger."})
+    assert (size["edit_type"], size["size_change"]) == ("size", "larger")
+    # whole values: "ball" is not "all" (the release's substring test takes it for a global edit)
+    assert to_schema({**base, "original_part": "ball.", "edited_part": "red ball.",
+                      "edit_type": "change color."})["edit_type"] == "attribute"
+    assert to_schema({**base, "original_part": "all.", "edited_part": "all."})["edit_type"] == "global"
+    assert to_schema({**base, "original_part": "bike.", "edited_part": "none."})["edit_type"] == "remove"
+
+
+def test_field_grammar_allows_only_word_spans():
+    from editmetrics.bpm.field_prompts import grammars, spans
+
+    assert spans("Put a hat on the man.") == sorted(
+        {"put", "a", "hat", "on", "the", "man", "put a", "a hat", "hat on", "on the", "the man", "put a hat",
+         "a hat on", "hat on the", "on the man", "put a hat on", "a hat on the", "hat on the man",
+         "put a hat on the", "a hat on the man"})
+    g = grammars('say "hi" to the dog')
+    assert '"\\"hi\\""' not in g["parts"] and '"hi"' in g["parts"]  # words, quotes dropped
+    pytest.importorskip("llama_cpp")
+    from llama_cpp import LlamaGrammar
+
+    for text in g.values():
+        LlamaGrammar.from_string(text, verbose=False)  # every grammar compiles
+
+
+def test_llm_field_prompts_answer_with_instruction_words(llm_parser):
+    from editmetrics.bpm.field_prompts import spans
+    from editmetrics.bpm.parsing import LlamaParser
+
+    parser = LlamaParser({"bpm_llm": llm_parser.path, "bpm_llm_prompt": "gemma_v1"})
+    for text in ("Replace the bike with a bear", "Add a cat next to the dog"):
+        result = parser.parse(text)
+        assert result.meta["prompt"] == "gemma_v1" and set(json.loads(result.raw)) >= {"parts", "edit_type"}
+        if result.ok:
+            for key in ("source_object", "target_object", "reference_object"):
+                assert result.parse[key] is None or result.parse[key] in spans(text)

@@ -67,15 +67,17 @@ class Encoder:
     # encoder without the ``view`` argument supports "crop" only
     views: tuple[str, ...] = ("crop",)
 
-    def encode_images(self, images: list[np.ndarray]) -> np.ndarray:  # pragma: no cover - abstract
+    def encode_images(self, images: list[np.ndarray], normalise: bool = True, view: str = "crop") -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
 
-    def encode_texts(self, texts: list[str]) -> np.ndarray:
+    def encode_texts(self, texts: list[str], normalise: bool = True) -> np.ndarray:
         raise MetricError(f"backbone {self.spec!r} has no text encoder")
 
 
-def _normalise(x) -> np.ndarray:
+def _normalise(x, normalise: bool = True) -> np.ndarray:
     x = x.detach().float().cpu().numpy().astype(np.float32)
+    if not normalise:  # raw projected features (BPM's released S_modify uses them)
+        return x
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.maximum(norms, 1e-12)
 
@@ -140,20 +142,20 @@ class OpenClipEncoder(Encoder):
         self.path = path
         self._torch = torch
 
-    def encode_images(self, images, view: str = "crop"):
+    def encode_images(self, images, normalise=True, view: str = "crop"):
         torch = self._torch
         pils = [to_pil(im) for im in images]
         if view != "crop":
             pils = [square_view(p, view, self.image_size, self.fill, self._resample) for p in pils]
         batch = torch.stack([self.preprocess(p) for p in pils]).to(self.device)
         with torch.inference_mode():
-            return _normalise(self.model.encode_image(batch))
+            return _normalise(self.model.encode_image(batch), normalise)
 
-    def encode_texts(self, texts):
+    def encode_texts(self, texts, normalise=True):
         torch = self._torch
         tokens = self.tokenizer(list(texts)).to(self.device)
         with torch.inference_mode():
-            return _normalise(self.model.encode_text(tokens))
+            return _normalise(self.model.encode_text(tokens), normalise)
 
 
 def _pil_filter(name):
@@ -273,7 +275,7 @@ class HFEncoder(Encoder):
         self.identity = f"hf|{self.kind}|{file_identity(source)}|{json.dumps(self.processor.to_dict(), sort_keys=True, default=str)}"
         self.path = source
 
-    def encode_images(self, images, view: str = "crop"):
+    def encode_images(self, images, normalise=True, view: str = "crop"):
         torch = self._torch
         pils, kw = [to_pil(im) for im in images], {}
         if view != "crop":  # the square input as the model sees it: only the processor's normalisation is left
@@ -290,9 +292,9 @@ class HFEncoder(Encoder):
                 # DINO-I uses (DreamBooth). Dinov2Model's pooler_output is the same
                 # tensor; ViTModel's pooler_output is an extra dense+tanh head, not used.
                 feats = self.model(pixel_values=pixels).last_hidden_state[:, 0]
-        return _normalise(feats)
+        return _normalise(feats, normalise)
 
-    def encode_texts(self, texts):
+    def encode_texts(self, texts, normalise=True):
         if not self.has_text:
             return super().encode_texts(texts)
         torch = self._torch
@@ -301,7 +303,7 @@ class HFEncoder(Encoder):
         with torch.inference_mode():
             out = self.model.get_text_features(**tokens)
             feats = out if torch.is_tensor(out) else out.pooler_output
-        return _normalise(feats)
+        return _normalise(feats, normalise)
 
 
 def _setting_of(spec: str) -> str:

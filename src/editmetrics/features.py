@@ -71,6 +71,7 @@ class _Pending:
     image: np.ndarray | None = None
     text: str | None = None
     view: str = "crop"
+    raw: bool = False  # the encoder's output as is, not L2-normalised (BPM's released S_modify)
 
 
 class FeatureStore:
@@ -129,7 +130,7 @@ class FeatureStore:
     # -- requests -------------------------------------------------------
     def request_image(self, backbone: str, rec_or_image: Any, field: str | None = None, *,
                       box=None, mask: np.ndarray | None = None, erase: np.ndarray | None = None,
-                      view: str = "crop") -> str:
+                      view: str = "crop", raw: bool = False) -> str:
         """Queue one image embedding and return its key.
 
         ``rec_or_image``: a ``RecordView`` (then ``field`` names the image) or
@@ -139,7 +140,8 @@ class FeatureStore:
         the backbone's normalisation mean, i.e. zero after normalisation.
         Masks are applied before cropping. ``view`` (``crop``, ``pad``,
         ``squash``; editmetrics.views) fits the resulting region to the
-        model's square input; it is part of the key.
+        model's square input; it is part of the key. ``raw``: the embedding is
+        returned without L2 normalisation (a separate key).
         """
         encoder = self.backbone(backbone)
         if view not in VIEWS:
@@ -164,11 +166,12 @@ class FeatureStore:
                 self._memo[memo_key] = (source, image, digest, mask, erase)
         # The key hashes the region's final pixels, so it covers image, box and fill;
         # "crop" keeps the key it had before views existed (disk caches stay valid).
-        key = _key(encoder.identity, "image" if view == "crop" else f"image|view={view}", digest)
+        kind = "image-raw" if raw else "image"
+        key = _key(encoder.identity, kind if view == "crop" else f"{kind}|view={view}", digest)
         with self._lock:
             self._requested.add(key)
             if key not in self._vectors and key not in self._pending:
-                self._pending[key] = _Pending(key, self.spec(backbone), image=image, view=view)
+                self._pending[key] = _Pending(key, self.spec(backbone), image=image, view=view, raw=raw)
             elif key in self._vectors:
                 self._vectors.move_to_end(key)
                 self.stats["memory_hits"] += 1
@@ -188,15 +191,16 @@ class FeatureStore:
             image = image[y0:y1, x0:x1]
         return image
 
-    def request_text(self, backbone: str, text: str) -> str:
+    def request_text(self, backbone: str, text: str, raw: bool = False) -> str:
         encoder = self.backbone(backbone)
         if not encoder.has_text:
             raise MetricError(f"backbone {encoder.spec!r} has no text encoder")
-        key = _key(encoder.identity, "text", hashlib.blake2b(str(text).encode(), digest_size=16).hexdigest())
+        key = _key(encoder.identity, "text-raw" if raw else "text",
+                   hashlib.blake2b(str(text).encode(), digest_size=16).hexdigest())
         with self._lock:
             self._requested.add(key)
             if key not in self._vectors and key not in self._pending:
-                self._pending[key] = _Pending(key, self.spec(backbone), text=str(text))
+                self._pending[key] = _Pending(key, self.spec(backbone), text=str(text), raw=raw)
             elif key in self._vectors:
                 self._vectors.move_to_end(key)
                 self.stats["memory_hits"] += 1
@@ -210,7 +214,7 @@ class FeatureStore:
             pending, self._pending = self._pending, {}
             protected, self._requested = self._requested, set()
             self._memo.clear()
-        todo: dict[tuple[str, str, str], list[_Pending]] = {}
+        todo: dict[tuple[str, str, str, bool], list[_Pending]] = {}
         for item in pending.values():
             cached = self._read_disk(item.key)
             if cached is not None:
@@ -218,18 +222,21 @@ class FeatureStore:
                 self.stats["disk_hits"] += 1
                 continue
             kind = "image" if item.image is not None else "text"
-            todo.setdefault((item.backbone, kind, item.view), []).append(item)
-        for (spec, kind, view), items in todo.items():
+            todo.setdefault((item.backbone, kind, item.view, item.raw), []).append(item)
+        for (spec, kind, view, raw), items in todo.items():
             encoder = self._encoders[spec]
             for start in range(0, len(items), self.chunk):
                 part = items[start:start + self.chunk]
                 try:
+                    # raw (unnormalised) only on request: encoders of plugins need not support it
+                    extra = {"normalise": False} if raw else {}
                     if kind == "image":
-                        views = {} if view == "crop" else {"view": view}  # plugin encoders may lack the argument
-                        vecs = encoder.encode_images([p.image for p in part], **views)
+                        if view != "crop":  # plugin encoders may lack the argument
+                            extra["view"] = view
+                        vecs = encoder.encode_images([p.image for p in part], **extra)
                         self.stats["images_encoded"] += len(part)
                     else:
-                        vecs = encoder.encode_texts([p.text for p in part])
+                        vecs = encoder.encode_texts([p.text for p in part], **extra)
                         self.stats["texts_encoded"] += len(part)
                 except Exception as exc:  # noqa: BLE001 - fails those keys only
                     reason = f"{spec}: encoding failed: {type(exc).__name__}: {exc}"

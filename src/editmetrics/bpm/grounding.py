@@ -103,6 +103,16 @@ class DetectThenSegment:
             self._segment([items[i][0] for i in chunk], [out[i] for i in chunk])
         return out  # type: ignore[return-value]
 
+    def segment(self, items: list[tuple[np.ndarray, list[tuple]]]) -> list[list[np.ndarray]]:
+        """Masks for given boxes (one per box), in batches: BPM's released
+        arithmetic segments an image with boxes found in another image."""
+        dets = [[Detection(tuple(float(v) for v in b), 1.0, "") for b in boxes] for _, boxes in items]
+        todo = [i for i, ds in enumerate(dets) if ds]
+        for start in range(0, len(todo), self.batch):
+            chunk = todo[start:start + self.batch]
+            self._segment([items[i][0] for i in chunk], [dets[i] for i in chunk])
+        return [[d.mask for d in ds] for ds in dets]
+
     def _detect(self, items) -> list[list[Detection]]:
         raise NotImplementedError
 
@@ -197,6 +207,8 @@ class GroundingService:
         self._results: dict[int, list[Detection]] = {}
         self._errors: dict[int, str] = {}
         self._callbacks: list[Callable[[], None]] = []
+        self._seg_pending: list[tuple[int, np.ndarray, list]] = []
+        self._seg_results: dict[int, list[np.ndarray]] = {}
         self._next = 0
         self._lock = threading.Lock()
         self.timings = {"grounding": 0.0}
@@ -247,6 +259,34 @@ class GroundingService:
             self.timings["grounding"] += time.perf_counter() - start
         for callback in callbacks:
             callback()
+
+    def request_segment(self, image: np.ndarray, boxes: list) -> int:
+        """Queue masks of ``boxes`` (pixels of ``image``); all queued requests are
+        segmented together at the first ``get_segment``."""
+        grounder = self.grounder()
+        if not hasattr(grounder, "segment"):
+            raise MetricError(f"grounder {getattr(grounder, 'id', grounder)!r} cannot segment given boxes "
+                              "(no segment() method), which BPM's released arithmetic needs")
+        with self._lock:
+            key = self._next
+            self._next += 1
+            self._seg_pending.append((key, image, list(boxes)))
+        return key
+
+    def get_segment(self, key: int) -> list[np.ndarray]:
+        with self._lock:
+            pending, self._seg_pending = self._seg_pending, []
+        if pending:
+            try:
+                results = self.grounder().segment([(im, boxes) for _, im, boxes in pending])
+                for (k, _, _), masks in zip(pending, results):
+                    self._seg_results[k] = masks
+            except Exception as exc:  # noqa: BLE001 - fails these requests, not the run
+                for k, _, _ in pending:
+                    self._errors[k] = f"segmentation failed: {type(exc).__name__}: {exc}"
+        if key in self._errors:
+            raise MetricError(self._errors.pop(key))
+        return self._seg_results.pop(key)
 
     def get(self, key: int) -> list[Detection]:
         if key in self._errors:

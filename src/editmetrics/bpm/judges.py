@@ -1,4 +1,7 @@
-"""BPM's judges as pure functions (numpy only, no models): region judge
+"""Box helpers used by the ``bpm`` metric (``box_mask``), and the region and
+preservation judges of our earlier reading of the paper, kept as a library:
+the metric itself computes the released code's arithmetic (``released.py``,
+docs/bpm.md). BPM's judges as pure functions (numpy only, no models): region judge
 (``f_size``, ``f_position``) and the preservation half of the semantic judge
 (``s_preserve``), plus the directional similarity of ``S_modify`` on given
 embeddings. Choices where the paper is silent are documented in docs/bpm.md.

@@ -1,16 +1,18 @@
 """The ``bpm`` metric: parse -> locate -> region judge + semantic judge.
 
-Per record (docs/bpm.md has every choice):
+Per record (docs/bpm.md has every choice; ``released.py`` the arithmetic):
 1. the instruction is parsed (cached per text) unless the record supplies
    ``source_object`` / ``target_object`` / ``edit_type`` (and optionally
    ``size_change`` / ``position_change`` / ``reference_object``), which override
-   the parse;
-2. regions: ``source_mask`` / ``source_bbox`` (source image) and
-   ``target_mask`` / ``target_bbox`` (edited image), else the record's ``mask``
-   for both sides, else grounding (batched over the batch at flush time);
-3. ``s_size`` / ``s_position`` (region judge), ``s_preserve`` (float L2
-   outside the union of masks) and ``s_modify`` (CLIP directional similarity
-   on the union box expanded x1.5, embeddings from the shared feature store).
+   the parse; the parse is mapped onto the released code's fields;
+2. boxes: ``source_bbox`` / ``source_mask`` (``reference_bbox`` for adds),
+   ``target_bbox`` / ``target_mask``, else the record's ``mask``, else grounding
+   (batched over the batch at flush time), mapped to the 500x500 frame;
+3. the released code's branches: global edit, source object not found, target
+   object not found, normal; ``s_size`` / ``s_position`` (region judge),
+   ``s_preserve`` (1 - L2 outside the masks of the 500x500 images) and
+   ``s_modify`` (directional similarity of raw CLIP features of the crop).
+   ``variant=corrected``: float L2 and the union of source and edited masks.
 
 Scores are written with fixed-range normalisation (``s_modify`` from [-1, 1]
 to [0, 1], ``s_preserve`` as is), so one pair can be scored on its own. The
@@ -26,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from ..images import bbox_of_mask, validate_bbox
+from ..images import bbox_of_mask, resize_mask, to_uint8, validate_bbox
 from ..metric import Metric, MetricError, Param, Score
-from . import judges
+from . import judges, released
 from .grounding import BOX_THRESHOLD, TEXT_THRESHOLD, Detection, GroundingService, make_grounder
 from .parsing import parse_service
 from .schema import KEYS, ParseFailure, validate_parse
@@ -42,26 +44,32 @@ def fixed_semantic(s_modify: float, s_preserve: float) -> float:
 
 
 def combine(s_semantic: float, s_region: float | None, alpha: float) -> float:
-    """BPM from its halves; global edits (no region) use S_semantic alone."""
+    """BPM from its halves (the released code gives global edits s_region = 2;
+    a row without region scores uses S_semantic alone)."""
     return s_semantic if s_region is None else alpha * s_semantic + (1.0 - alpha) * s_region
 
 
 @dataclass
 class _Side:
-    """One located object: boxes in source pixels, union mask, provenance."""
+    """One located object: boxes in its image's pixels, mask (500 frame) if supplied."""
 
     boxes: list[tuple] = field(default_factory=list)
-    mask: np.ndarray | None = None
+    mask: np.ndarray | None = None  # 500x500 bool, only for record-supplied regions
     origin: str = ""
     scores: list[float] = field(default_factory=list)
     pending: int | None = None  # grounding request key
     phrase: str | None = None
+    size: tuple[int, int] = (0, 0)  # (width, height) of the image the boxes are in
+
+    def frame_boxes(self) -> list[tuple]:
+        return [released.to_frame(b, *self.size) for b in self.boxes]
 
 
 @dataclass
 class _State:
     rec: Any
     edit: dict
+    fields: dict
     parse_info: dict
     source: np.ndarray
     edited: np.ndarray
@@ -69,15 +77,20 @@ class _State:
     notes: list[str] = field(default_factory=list)
     error: str | None = None
     modify_error: str | None = None
+    branch: str = "normal"
     clip_keys: dict[str, str | None] = field(default_factory=dict)
     crop: tuple | None = None
-    target_found: bool = True
+    masks: list = field(default_factory=list)  # 500x500 bool arrays or segmentation keys (int)
+    frames: tuple | None = None  # (source500, edited500) uint8
+    s_size: float = 1.0
+    s_position: float = 1.0
 
 
 class BPM(Metric):
     id = "bpm"
-    description = ("BPM (Li et al., ICML 2025): region-aware size/position judge + CLIP directional modification "
-                   "+ preservation outside the edit region (fixed-range; pool with `editmetrics bpm pool`)")
+    description = ("BPM (Li et al., ICML 2025) with the authors' released arithmetic: region judge (size, position) "
+                   "+ CLIP directional modification + preservation outside the edit masks (fixed-range; pool with "
+                   "`editmetrics bpm pool`)")
     higher_is_better = True
     range = (0.0, 2.0)
     fields = ("edited",)
@@ -88,15 +101,18 @@ class BPM(Metric):
         "grounder": Param("", "grounder id (default: setting bpm_grounder, else 'gdino-sam')"),
         "box_threshold": Param(BOX_THRESHOLD, "GroundingDINO box threshold (paper: 0.3)"),
         "text_threshold": Param(TEXT_THRESHOLD, "GroundingDINO text threshold (paper: 0.25)"),
-        "alpha": Param(ALPHA, "weight of S_semantic (paper: 0.7)"),
-        "size_area": Param("mask", "areas compared by f_size: mask (paper) or first box (authors' code)",
-                           ("mask", "box")),
+        "alpha": Param(ALPHA, "weight of S_semantic (paper: 0.7; the authors' global set used 1.0)"),
+        "variant": Param("released", "released: the authors' released arithmetic; corrected: float L2 and the "
+                         "union of source and edited masks", ("released", "corrected")),
+        "position_moves": Param(False, "also judge position for move edits (the authors' planned extension)"),
+        "size_all": Param(False, "judge size for every edit, not only size edits (planned extension)"),
         "backbone": Param("clip", "feature-store backbone for S_modify (setting name or spec)"),
     }
 
     def setup(self, ctx) -> None:
         self.ctx = ctx
         self.alpha = float(self.options["alpha"])
+        self.variant = self.options["variant"]
         self.parser_id = self.options["parser"] or str(ctx.settings.get("bpm_parser", "rules"))
         self.grounder_id = self.options["grounder"] or str(ctx.settings.get("bpm_grounder", "gdino-sam"))
         self.mask_dir = ctx.settings.get("bpm_mask_dir")
@@ -148,44 +164,50 @@ class BPM(Metric):
         edit, info = self._edit(rec)
         source = rec.image(self.ref)
         edited, _ = rec.pair("edited", self.ref)
-        state = _State(rec, edit, info, source, edited)
+        state = _State(rec, edit, released.fields(edit), info, source, edited)
+        self.states[id(rec)] = state
+        if edit["edit_type"] == "global":
+            if not rec.has("instruction"):
+                raise MetricError("a global edit is scored with CLIP-T against the instruction: the record has none")
+            state.branch = "global"
+            self._queue_clip(state)
+            return
         start = time.perf_counter()
-        if edit["edit_type"] != "global":
-            self._locate(state)
+        self._locate(state)
         self.timings["locate"] += time.perf_counter() - start
         if any(s.pending is not None for s in state.sides.values()):
             self.grounding().after_flush(lambda: self._after_grounding(state))
         else:
-            self._queue_clip(state)
-        self.states[id(rec)] = state
+            self._plan(state)
 
     def _locate(self, state: _State) -> None:
-        rec, edit = state.rec, state.edit
-        height, width = state.source.shape[:2]
-        wanted = {"source": edit["source_object"] if edit["edit_type"] != "add" else None,
-                  "target": edit["target_object"] if edit["edit_type"] != "remove" else None}
-        ref = edit["reference_object"]
-        if ref and edit["position_change"] != "unchanged" and edit["edit_type"] != "remove":
-            wanted["reference"] = ref
+        rec, edit, f = state.rec, state.edit, state.fields
+        # the released code grounds the reference object (being_added) in the
+        # source image for adds, the source object otherwise
+        wanted = {"source": (edit["reference_object"] if edit["edit_type"] == "add" else edit["source_object"]),
+                  "target": f["edited_part"] if f["edited_part"] != "none" else None}
         for side, phrase in wanted.items():
-            if phrase is None:
+            if not phrase:
                 continue
-            state.sides[side] = self._supplied(rec, side, width, height) or self._ground(state, side, phrase)
+            key = "reference" if side == "source" and edit["edit_type"] == "add" else side
+            image = state.edited if side == "target" else state.source
+            state.sides[side] = (self._supplied(rec, key, image) or self._ground(state, side, phrase, image))
 
-    def _supplied(self, rec, side: str, width: int, height: int) -> _Side | None:
+    def _supplied(self, rec, side: str, image: np.ndarray) -> _Side | None:
+        height, width = image.shape[:2]
         if side == "reference":
             if not rec.has("reference_bbox"):
                 return None
             box = _box(rec.get("reference_bbox"), width, height, "reference_bbox")
-            return _Side([box], judges.box_mask(box, width, height), "record:reference_bbox")
+            return _Side([box], None, "record:reference_bbox", size=(width, height))
         mask_key, box_key = f"{side}_mask", f"{side}_bbox"
-        image_field = self.ref if side == "source" else "edited"
-        mask = rec.mask(mask_key, like=self.ref) if rec.has(mask_key) else None
+        like = self.ref if side == "source" else "edited"
+        mask = rec.mask(mask_key, like=like) if rec.has(mask_key) else None
         box = None
         if rec.has(box_key):
-            img = rec.image(image_field)
+            img = rec.image(like)
             box = _box(rec.get(box_key), img.shape[1], img.shape[0], box_key)
-            if img.shape[:2] != (height, width):  # edited image of another size: to source pixels
+            if img.shape[:2] != (height, width):  # edited image of another size: to the aligned pixels
                 sx, sy = width / img.shape[1], height / img.shape[0]
                 box = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
         origin = [f"record:{k}" for k, v in ((mask_key, mask), (box_key, box)) if v is not None]
@@ -197,84 +219,99 @@ class BPM(Metric):
             raise MetricError(f"the {side} mask is empty")
         if box is None:
             box = bbox_of_mask(mask)
-        if mask is None:
-            mask = judges.box_mask(box, width, height)
-        return _Side([tuple(float(v) for v in box)], mask, "+".join(origin))
+        if mask is None:  # a box alone stands for its filled rectangle (nothing to segment it with)
+            mask = judges.box_mask(released.to_frame(box, width, height), released.FRAME, released.FRAME)
+        else:
+            mask = resize_mask(mask, (released.FRAME, released.FRAME))
+        return _Side([tuple(float(v) for v in box)], mask, "+".join(origin), size=(width, height))
 
-    def _ground(self, state: _State, side: str, phrase: str) -> _Side:
-        image = state.edited if side == "target" else state.source
+    def _ground(self, state: _State, side: str, phrase: str, image: np.ndarray) -> _Side:
         key = self.grounding().request(image, phrase)
-        return _Side(origin="grounding", pending=key, phrase=phrase)
+        return _Side(origin="grounding", pending=key, phrase=phrase, size=(image.shape[1], image.shape[0]))
 
     def _after_grounding(self, state: _State) -> None:
-        """Runs after the batch's grounding: fill the sides, queue CLIP crops."""
+        """Runs after the batch's grounding: fill the sides, then plan the record."""
         try:
-            height, width = state.source.shape[:2]
-            for side, info in state.sides.items():
+            for info in state.sides.values():
                 if info.pending is None:
                     continue
                 dets: list[Detection] = self.grounding().get(info.pending)
                 info.pending = None
                 info.scores = [d.score for d in dets]
                 info.boxes = [d.box for d in dets]
-                if dets:
-                    masks = [d.mask if d.mask is not None else judges.box_mask(d.box, width, height) for d in dets]
-                    info.mask = np.logical_or.reduce(masks)
-                elif side == "target":
-                    state.target_found = False
-                    state.notes.append(f"target object {info.phrase!r} not detected in the edited image: "
-                                       "s_size = s_position = 0, the source region stands in for it")
-                else:
-                    where = "source image"
-                    raise MetricError(
-                        f"{side} object {info.phrase!r} not detected in the {where} (box threshold "
-                        f"{self.options['box_threshold']}); supply {side}_bbox or {side}_mask"
-                        if side == "source" else
-                        f"reference object {info.phrase!r} not detected in the source image; supply reference_bbox"
-                    )
+            self._plan(state)
         except MetricError as exc:
             state.error = str(exc)
-            return
         except Exception as exc:  # noqa: BLE001 - a callback failure is this record's, not the batch's
             state.error = f"{type(exc).__name__}: {exc}"
-            return
+
+    # -- the released code's branches --------------------------------------
+    def _plan(self, state: _State) -> None:
+        edit, f = state.edit, state.fields
+        src = state.sides.get("source", _Side())
+        tgt = state.sides.get("target", _Side())
+        src_boxes, tgt_boxes = src.frame_boxes(), tgt.frame_boxes()
+        state.s_size = released.s_size(tgt_boxes, src_boxes, f, every_edit=self.options["size_all"])
+        state.s_position = released.s_position(tgt_boxes, src_boxes, f, moves=self.options["position_moves"])
+        is_add = edit["edit_type"] == "add"
+        if not is_add and not src_boxes:
+            state.branch = "source-not-found"
+            state.notes.append(f"source object {edit['source_object']!r} not found: S_modify = CLIP-T(edited image, "
+                               f"{f['edited_part']!r}), whole images compared (released code)")
+        elif "target" in state.sides and not tgt_boxes:
+            state.branch = "target-not-found"
+            state.notes.append(f"target object {edit['target_object']!r} not found in the edited image: "
+                               "S_modify = 0, whole images compared (released code)")
+        else:
+            state.frames = (released.frame(to_uint8(state.source)), released.frame(to_uint8(state.edited)))
+            state.crop = released.crop_box(tgt_boxes if is_add else src_boxes)
+            self._queue_masks(state, src, tgt, src_boxes, tgt_boxes)
         self._queue_clip(state)
 
-    # -- S_modify: queue the crops in the feature store ---------------------
-    def _regions(self, state: _State) -> tuple[_Side | None, _Side | None]:
-        src, tgt = state.sides.get("source"), state.sides.get("target")
-        if tgt is not None and not state.target_found:
-            tgt = None
-        if src is None:  # add: the source region is the target's (paper, Sec. 3.2)
-            src = tgt
-        if tgt is None:  # remove (or target not found): the target region is the source's
-            tgt = src
-        return src, tgt
+    def _queue_masks(self, state, src: _Side, tgt: _Side, src_boxes, tgt_boxes) -> None:
+        src500, edi500 = state.frames
+        f = state.fields
+
+        def segment(image, side: _Side, boxes):
+            if side.mask is not None:
+                return side.mask
+            return self.grounding().request_segment(image.astype(np.float32) / 255.0, boxes)
+
+        if state.edit["edit_type"] == "add":
+            state.masks.append(segment(edi500, tgt, tgt_boxes))
+            return
+        state.masks.append(segment(src500, src, src_boxes))
+        if f["edited_part"] == "none":
+            return
+        if self.variant == "corrected":  # the edited object's own region in the edited image
+            state.masks.append(segment(edi500, tgt, tgt_boxes))
+        elif src.mask is None:  # released: the edited image segmented with the SOURCE boxes
+            state.masks.append(segment(edi500, src, src_boxes))
 
     def _queue_clip(self, state: _State) -> None:
-        edit = state.edit
-        height, width = state.source.shape[:2]
-        if edit["edit_type"] == "global":
-            state.crop = None
-        else:
-            src, tgt = self._regions(state)
-            if src is None:
-                state.error = "no edit region could be located"
-                return
-            union = judges.union_box(src.boxes + tgt.boxes)
-            state.crop = judges.expand(union, judges.MODIFY_EXPAND, width, height)
+        f = state.fields
         try:
             store = self.store()
             backbone = self.options["backbone"]
-            box = state.crop
-            o1 = None if edit["edit_type"] in ("add", "global") else edit["source_object"]
-            o2 = None if edit["edit_type"] == "remove" else edit["target_object"]
-            state.clip_keys = {
-                "image_origin": store.request_image(backbone, state.source, box=box),
-                "image_edit": store.request_image(backbone, state.edited, box=box),
-                "text_origin": store.request_text(backbone, o1) if o1 else None,
-                "text_edit": store.request_text(backbone, o2) if o2 else None,
-            }
+            if state.branch == "global":
+                state.clip_keys = {"image": store.request_image(backbone, state.edited),
+                                   "text": store.request_text(backbone, str(state.rec.get("instruction")))}
+            elif state.branch == "source-not-found":
+                state.clip_keys = {"image": store.request_image(backbone, state.edited),
+                                   "text": store.request_text(backbone, f["edited_part"])}
+            elif state.branch == "normal":
+                src500, edi500 = state.frames
+                crops = [released.crop(im, state.crop).astype(np.float32) / 255.0 for im in (src500, edi500)]
+                if min(crops[0].shape[:2]) == 0:
+                    raise MetricError(f"the S_modify crop {state.crop} is empty")
+                state.clip_keys = {
+                    "image_origin": store.request_image(backbone, crops[0], raw=True),
+                    "image_edit": store.request_image(backbone, crops[1], raw=True),
+                    "text_origin": (store.request_text(backbone, f["original_part"], raw=True)
+                                    if f["original_part"] != "none" else None),
+                    "text_edit": (store.request_text(backbone, f["edited_part"], raw=True)
+                                  if f["edited_part"] != "none" else None),
+                }
         except MetricError as exc:
             state.modify_error = f"S_modify not computed: {exc}"
 
@@ -288,44 +325,47 @@ class BPM(Metric):
         if state.error:
             raise MetricError(state.error)
         start = time.perf_counter()
-        edit = state.edit
-        height, width = state.source.shape[:2]
-        details: dict[str, Any] = {"parse": state.parse_info, "edit": edit, "frame": [width, height],
-                                   "normalisation": "fixed", "alpha": self.alpha}
-        comps: dict[str, float | None] = {}
-        if edit["edit_type"] == "global":
-            region_mask = np.zeros((height, width), dtype=bool)
-            s_region = None
-            comps["s_size"] = comps["s_position"] = comps["s_region"] = None
-            details["regions"] = "global edit: no region excluded, whole images compared"
+        f = state.fields
+        details: dict[str, Any] = {"parse": state.parse_info, "edit": state.edit, "released_fields": f,
+                                   "variant": self.variant, "branch": state.branch, "normalisation": "fixed",
+                                   "alpha": self.alpha}
+        if state.branch == "global":
+            s_preserve = 1.0  # released: preservation hard-coded perfect for global edits
         else:
-            src, tgt = self._regions(state)
-            region_mask = src.mask | tgt.mask
-            s_size, s_position = self._region_judge(state, src, tgt, details)
-            s_region = s_size + s_position
-            comps.update(s_size=s_size, s_position=s_position, s_region=s_region)
-            details["boxes"] = {side: [[round(float(v), 2) for v in b] for b in s.boxes]
-                                for side, s in state.sides.items()}
+            details["boxes_500"] = {side: [[round(float(v), 2) for v in b] for b in s.frame_boxes()]
+                                    for side, s in state.sides.items()}
             details["regions"] = {side: s.origin for side, s in state.sides.items()}
             details["detection_scores"] = {side: [round(x, 4) for x in s.scores]
                                            for side, s in state.sides.items() if s.origin == "grounding"}
             if state.crop is not None:
-                details["boxes"]["modify_crop"] = [round(float(v), 2) for v in state.crop]
-            if self.mask_dir:
-                details["mask_files"] = self._save_masks(rec, src.mask, tgt.mask)
-        try:
-            s_preserve = judges.s_preserve(state.source, state.edited, region_mask)
-        except ValueError as exc:
-            raise MetricError(str(exc)) from None
-        comps["s_preserve"] = s_preserve
+                details["modify_crop_500"] = [round(float(v), 2) for v in state.crop]
+            if state.frames is None:  # the not-found branches compare the whole images
+                frames = (released.frame(to_uint8(state.source)), released.frame(to_uint8(state.edited)))
+                mask = None
+            else:
+                frames = state.frames
+                mask = np.zeros((released.FRAME, released.FRAME), bool)
+                for m in state.masks:
+                    for part in (self.grounding().get_segment(m) if isinstance(m, int) else [m]):
+                        mask |= np.asarray(part, bool)
+                if self.mask_dir:
+                    details["mask_file"] = self._save_mask(rec, mask)
+            s_preserve = 1.0 - released.l2(frames[0], frames[1], mask, uint8=self.variant == "released")
+        comps: dict[str, float | None] = {"s_size": state.s_size, "s_position": state.s_position,
+                                          "s_region": state.s_size + state.s_position, "s_preserve": s_preserve}
         self.timings["judges"] += time.perf_counter() - start
         s_modify, reason = None, state.modify_error
-        if reason is None:
+        if state.branch == "target-not-found":
+            s_modify = 0.0
+        elif reason is None:
             try:
                 store, keys = self.store(), state.clip_keys
                 vec = {k: (store.get(v) if v else None) for k, v in keys.items()}
-                s_modify = judges.directional(vec["image_origin"], vec["image_edit"], vec["text_origin"],
-                                              vec["text_edit"])
+                if state.branch == "normal":
+                    s_modify = released.directional(vec["image_origin"], vec["image_edit"], vec["text_origin"],
+                                                    vec["text_edit"], f)
+                else:  # CLIP-T: cosine of the normalised embeddings
+                    s_modify = released.cosine(vec["image"], vec["text"])
             except MetricError as exc:
                 reason = f"S_modify not computed: {exc}"
         comps["s_modify"] = s_modify
@@ -335,45 +375,16 @@ class BPM(Metric):
             comps["s_semantic"] = None
             return Score(None, comps, details, reason=reason)
         comps["s_semantic"] = fixed_semantic(s_modify, s_preserve)
-        return Score(combine(comps["s_semantic"], s_region, self.alpha), comps, details)
+        return Score(combine(comps["s_semantic"], comps["s_region"], self.alpha), comps, details)
 
-    def _region_judge(self, state: _State, src: _Side, tgt: _Side, details: dict) -> tuple[float, float]:
-        edit = state.edit
-        height, width = state.source.shape[:2]
-        if not state.target_found:
-            return 0.0, 0.0
-        if self.options["size_area"] == "box":
-            a0, a1 = judges.area(src.boxes[0]), judges.area(tgt.boxes[0])
-        else:
-            a0, a1 = float(src.mask.sum()), float(tgt.mask.sum())
-        details["areas"] = {"source": a0, "target": a1, "from": self.options["size_area"]}
-        try:
-            s_size = judges.f_size(a0, a1, edit["size_change"], edit["edit_type"])
-        except ValueError as exc:
-            raise MetricError(str(exc)) from None
-        if "reference" in state.sides:
-            anchors = state.sides["reference"].boxes
-        elif edit["edit_type"] == "add" and edit["position_change"] != "unchanged":
-            # "add a bird on the left": no reference object, so the image is the anchor
-            anchors = [(0.0, 0.0, float(width), float(height))]
-            state.notes.append("position judged against the whole image (add without a reference object)")
-        else:
-            anchors = src.boxes
-        s_position = judges.f_position(anchors, tgt.boxes, edit["position_change"], edit["edit_type"],
-                                       width, height)
-        return s_size, s_position
-
-    def _save_masks(self, rec, source_mask: np.ndarray, target_mask: np.ndarray) -> dict[str, str]:
+    def _save_mask(self, rec, mask: np.ndarray) -> str:
         from PIL import Image
 
         os.makedirs(self.mask_dir, exist_ok=True)
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(rec.id))
-        out = {}
-        for side, mask in (("source", source_mask), ("target", target_mask)):
-            path = os.path.abspath(os.path.join(self.mask_dir, f"{safe}.{side}.png"))
-            Image.fromarray(mask.astype(np.uint8) * 255).save(path)
-            out[side] = path
-        return out
+        path = os.path.abspath(os.path.join(self.mask_dir, f"{safe}.mask500.png"))
+        Image.fromarray(mask.astype(np.uint8) * 255).save(path)
+        return path
 
 
 def _box(value, width: int, height: int, name: str) -> tuple:

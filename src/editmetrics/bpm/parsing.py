@@ -79,13 +79,58 @@ class LlamaParser:
             n_ubatch=self.n_batch, n_threads=int(threads) if threads else None, seed=0, verbose=False,
         )
         self.grammar = LlamaGrammar.from_json_schema(json.dumps(JSON_SCHEMA), verbose=False)
+        self._grammar_cls = LlamaGrammar
+        self.fields = None
+        if self.system.startswith("### "):
+            # the released parse's field-by-field prompts (field_prompts.py); a state
+            # cache keeps each prompt's evaluated prefix across instructions
+            from llama_cpp import LlamaRAMCache
+
+            from .field_prompts import sections
+
+            self.fields = sections(self.system)
+            self.llm.set_cache(LlamaRAMCache(capacity_bytes=256 << 20))
         self._lock = threading.Lock()  # one llama context: calls are serialised
 
     def cache_key(self) -> str:
         return f"llm:{os.path.basename(self.path)}:{os.path.getsize(self.path)}:{self.prompt_version}"
 
+    def _ask(self, prompt: str, grammar: str) -> str:
+        out = self.llm.create_chat_completion(
+            messages=[{"role": "user", "content": prompt}], temperature=0.0, max_tokens=self.max_tokens,
+            grammar=self._grammar_cls.from_string(grammar, verbose=False))
+        return out["choices"][0]["message"]["content"] or ""
+
+    def _parse_fields(self, text: str, meta: dict) -> ParseResult:
+        from .field_prompts import grammars, split_parts, to_schema
+
+        text = text.strip()
+        rules = grammars(text)
+        answers: dict[str, str] = {}
+        with self._lock:
+            answers["parts"] = self._ask(self.fields["parts"] + text, rules["parts"])
+            try:
+                original, edited = split_parts(answers["parts"])
+            except ParseFailure as exc:
+                return ParseResult(self.id, "failed", None, json.dumps(answers), str(exc), meta)
+            fields = {"original_part": original, "edited_part": edited}
+            wanted = ["edit_type", "size", "position"]
+            if original.rstrip(".").strip() == "none":  # as the release: only for adds
+                wanted += ["being_added", "added_object"]
+            for name in wanted:
+                answers[name] = self._ask(self.fields[name] + text, rules[name])
+                fields[name] = answers[name].lower()
+        try:
+            return ParseResult(self.id, "ok", to_schema(fields), json.dumps(answers), None,
+                               {**meta, "fields": fields})
+        except ParseFailure as exc:
+            return ParseResult(self.id, "failed", None, json.dumps(answers), f"fields break the schema: {exc}",
+                               {**meta, "fields": fields})
+
     def parse(self, text: str) -> ParseResult:
         meta = {"model": os.path.basename(self.path), "prompt": self.prompt_version}
+        if self.fields is not None:
+            return self._parse_fields(text, meta)
         messages = [
             {"role": "system", "content": self.system},
             {"role": "user", "content": text.strip()},

@@ -175,9 +175,12 @@ def register_commands(cli):
         with open(out, "w", encoding="utf-8") as fh:
             for row in rows:
                 fh.write(json.dumps(row, allow_nan=True) + "\n")
+        pres = summary["s_preserve_range"]
+        pres_text = (f"[{pres[0]:.4f}, {pres[1]:.4f}] ({summary['s_preserve_excluded']} values of exactly 1 or 0 "
+                     "left out)" if pres else "none: " + summary["s_preserve_fallback"])
         click.echo(f"pooled {summary['n']} of {len(rows)} rows into {out}: "
                    f"s_modify range [{summary['s_modify_range'][0]:.4f}, {summary['s_modify_range'][1]:.4f}], "
-                   f"s_preserve range [{summary['s_preserve_range'][0]:.4f}, {summary['s_preserve_range'][1]:.4f}]")
+                   f"s_preserve range {pres_text}")
 
     @bpm_group.command("align")
     @click.option("--human", "human_path", required=True, type=click.Path(dir_okay=False),

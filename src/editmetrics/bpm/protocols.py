@@ -54,26 +54,47 @@ def read_table(path: str) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------
 
 
+def _preserve_range(values: list[float]) -> tuple[float, float] | None:
+    """The released eval script's range of preservation: values of exactly 0 or
+    -1 (here s_preserve = 1 - L2 of exactly 1 or 0: global edits, identical
+    images, L2 = 1) are left out of the min and max. None when nothing usable
+    is left (the released script crashes there: ``min()`` of an empty list)."""
+    kept = [v for v in values if v != 1.0 and v != 0.0]
+    if not kept or max(kept) <= min(kept):
+        return None
+    return min(kept), max(kept)
+
+
 def pool_rows(rows: list[dict], key: str = "bpm", alpha: float | None = None) -> tuple[list[dict], dict]:
     """Rows with pooled ``key`` / ``key.s_semantic`` (raw components kept, the
-    normalised ones added as ``key.s_modify_norm`` / ``key.s_preserve_norm``)."""
+    normalised ones added as ``key.s_modify_norm`` / ``key.s_preserve_norm``).
+
+    As the released ``eval_human_alignment.py``: min-max of S_modify over every
+    row; min-max of S_preserve over the rows whose value is not exactly 1 or 0
+    (released preservation 0 / -1), applied to all rows (so a global edit's
+    hard-coded perfect preservation normalises above 1). Where no such row is
+    left, or they share one value, S_preserve_norm = 0 for every row (documented
+    fallback; the released script stops with an error) and the summary says so.
+    """
     mod, pres = f"{key}.s_modify", f"{key}.s_preserve"
     usable = [r for r in rows if r.get("scores", {}).get(mod) is not None
               and r.get("scores", {}).get(pres) is not None]
     if not usable:
         raise ProtocolError(f"no row has both {mod!r} and {pres!r}: nothing to pool")
-    ranges = {}
-    for comp in (mod, pres):
-        values = [r["scores"][comp] for r in usable]
-        low, high = min(values), max(values)
-        if high <= low:
-            raise ProtocolError(
-                f"{comp} takes a single value ({low}) over the pool: min-max normalisation is undefined; "
-                "use the fixed-range scores of the scoring pass"
-            )
-        ranges[comp] = (low, high)
+    values = [r["scores"][mod] for r in usable]
+    low, high = min(values), max(values)
+    if high <= low:
+        raise ProtocolError(
+            f"{mod} takes a single value ({low}) over the pool: min-max normalisation is undefined; "
+            "use the fixed-range scores of the scoring pass"
+        )
+    ranges = {mod: (low, high), pres: _preserve_range([r["scores"][pres] for r in usable])}
     summary = {"mode": "pool", "n": len(usable), "s_modify_range": list(ranges[mod]),
-               "s_preserve_range": list(ranges[pres])}
+               "s_preserve_range": list(ranges[pres]) if ranges[pres] else None,
+               "s_preserve_excluded": sum(1 for r in usable if r["scores"][pres] in (0.0, 1.0))}
+    if ranges[pres] is None:
+        summary["s_preserve_fallback"] = ("no s_preserve value other than exactly 1 or 0 (or a single one): "
+                                          "s_preserve_norm = 0 for every row")
     out = []
     for row in rows:
         row = copy.deepcopy(row)
@@ -86,7 +107,10 @@ def pool_rows(rows: list[dict], key: str = "bpm", alpha: float | None = None) ->
             continue
         a = alpha if alpha is not None else float(details.get("alpha", 0.7))
         nm = (scores[mod] - ranges[mod][0]) / (ranges[mod][1] - ranges[mod][0])
-        np_ = (scores[pres] - ranges[pres][0]) / (ranges[pres][1] - ranges[pres][0])
+        if ranges[pres] is None:
+            np_ = 0.0
+        else:
+            np_ = (scores[pres] - ranges[pres][0]) / (ranges[pres][1] - ranges[pres][0])
         sem = nm + np_
         scores[f"{key}.s_modify_norm"] = nm
         scores[f"{key}.s_preserve_norm"] = np_
