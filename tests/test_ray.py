@@ -108,7 +108,8 @@ def test_semantic_rows_equal_in_process(ray_local, tmp_path_factory):
     for i in range(N):
         src = photo(names[i % 4], (48, 48))
         edited = np.clip(src + rng.normal(0, 2 + i % 13, src.shape), 0, 255).astype(np.uint8)
-        records.append({"id": i, "source": save(src, root / f"s{i % 4}.png"), "edited": save(edited, root / f"e{i}.png"),
+        records.append({"id": i, "source": save(src, root / f"s{i % 4}.png"),
+                        "edited": save(edited, root / f"e{i}.png"),
                         "target": f"e{max(i - 1, 0)}.png", "instruction": f"make it look like {names[(i + 1) % 4]}",
                         "source_caption": f"a photo of {names[i % 4]}",
                         "target_caption": f"a photo of {names[(i + 1) % 4]} number {i % 7}"})

@@ -86,6 +86,11 @@ class ScorerFactory:
 
     @classmethod
     def from_context(cls, metrics: Iterable[str], ctx) -> "ScorerFactory":
+        from .plugins import get_registry
+
+        if ctx.registry is not None and ctx.registry is not get_registry():
+            raise UsageError("a custom registry cannot be sent to Ray actors (they load the installed plugins); "
+                             "register the metrics through a plugin, or use the in-process executor")
         return cls(tuple(metrics), ctx.device, ctx.batch_size, ctx.size_policy.mode, dict(ctx.settings))
 
     def build(self, device: str | None = None):
@@ -253,7 +258,8 @@ class RayExecutor:
             actor_device = "cuda" if num_gpus > 0 and str(device).startswith("cuda") else None
             n_actors = self._n_actors(num_cpus, num_gpus)
             options = {"num_cpus": num_cpus, "num_gpus": num_gpus, "max_restarts": 0, "max_concurrency": 1}
-            env = {k: v for k, v in os.environ.items() if k in ("EDITMETRICS_LOAD_PLUGINS", "EDITMETRICS_STRICT_PLUGINS")}
+            env = {k: os.environ[k] for k in ("EDITMETRICS_LOAD_PLUGINS", "EDITMETRICS_STRICT_PLUGINS")
+                   if k in os.environ}
             if env and self.address:
                 options["runtime_env"] = {"env_vars": env}
             threads = max(1, int(num_cpus))
@@ -337,8 +343,12 @@ class RayExecutor:
                 actors[slot] = start()
                 self.worker_pids[slot:slot + 1] = self._ready([actors[slot]])
                 reason = _short(exc)
+                charged = False
                 for other in victims:
-                    if other is victims[0]:
+                    if other is not batch and _finished(ray, other):
+                        continue  # it completed before the actor died: keep its rows
+                    if not charged:  # the oldest unfinished batch was the one running
+                        charged = True
                         give_up_or_retry(other, reason)
                     else:
                         submit(other)
@@ -396,6 +406,21 @@ class RayExecutor:
             raise RuntimeError(f"a Ray worker could not start: {_short(exc)}") from None
         except RayError as exc:
             raise RuntimeError(f"a Ray worker could not start: {_short(exc)}") from None
+
+
+def _finished(ray, batch: _Batch) -> bool:
+    """Take the rows of a batch whose task ended before its actor died."""
+    ready, _ = ray.wait([batch.ref], timeout=0)
+    if not ready:
+        return False
+    try:
+        rows = ray.get(batch.ref)
+    except Exception:  # noqa: BLE001 - died with the actor
+        return False
+    if len(rows) != len(batch.records):
+        return False
+    batch.rows = rows
+    return True
 
 
 def _numbered_batches(records: Iterable[EditRecord], size: int) -> Iterator[tuple[int, list[EditRecord]]]:
