@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_ray.py throughput [--records 64] [--metric vif] [--size 256]
     .venv/bin/python benchmarks/bench_ray.py memory [--counts 5000,50000]
+    .venv/bin/python benchmarks/bench_ray.py overhead [--records 2000]
 
 ``throughput``: a CPU-bound metric (default ``vif``, piq on torch, one thread
 per worker) over N records of SIZExSIZE PNG pairs made from skimage.data
@@ -17,6 +18,9 @@ records from a generator through ``RayExecutor.run_factory`` into the results
 writer (what the executor itself holds), ``score_file`` is the whole
 ``editmetrics.score_file`` call (which today also reads the pairs file into a
 list). Flat = the 10x larger run peaks within a few MiB of the smaller one.
+
+``overhead``: Ray's own cost per batch (one record per batch, nothing to
+decode or compute), with 1 and 2 actors.
 """
 
 from __future__ import annotations
@@ -93,6 +97,30 @@ def throughput(args) -> None:
         ray.shutdown()
 
 
+def overhead(args) -> None:
+    """Ray's cost per batch: records that carry a read error go through the
+    real Scorer (nothing decoded, nothing computed), one record per batch."""
+    import ray
+
+    from editmetrics.ray_executor import RayExecutor, ScorerFactory
+    from editmetrics.records import EditRecord
+
+    n = args.records
+    records = [EditRecord(id=i, fields={"id": i}, base_dir="/", line=i, error="benchmark") for i in range(n)]
+    ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
+             object_store_memory=100 * 1024 * 1024, logging_level="warning")
+    try:
+        for actors in (1, 2):
+            executor = RayExecutor(settings={"ray_actors": actors})
+            stamps = []
+            for _ in executor.run_factory(ScorerFactory(("psnr",), batch_size=1), records, 1):
+                stamps.append(time.perf_counter())
+            per = (stamps[-1] - stamps[0]) / (n - 1)
+            print(f"ray, {actors} worker(s): {per * 1000:6.2f} ms per batch (dispatch, score nothing, row back, order)")
+    finally:
+        ray.shutdown()
+
+
 def memory_child(pairs: str, mode: str) -> None:
     from editmetrics.ray_executor import RayExecutor, ScorerFactory
     from editmetrics.records import read_pairs
@@ -139,7 +167,7 @@ def main() -> None:
         memory_child(sys.argv[2], sys.argv[3])
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("throughput", "memory"))
+    parser.add_argument("what", choices=("throughput", "memory", "overhead"))
     parser.add_argument("--records", type=int, default=64)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--metric", default="vif")
@@ -147,7 +175,7 @@ def main() -> None:
     parser.add_argument("--counts", default="5000,50000")
     parser.add_argument("--workdir")
     args = parser.parse_args()
-    throughput(args) if args.what == "throughput" else memory(args)
+    {"throughput": throughput, "memory": memory, "overhead": overhead}[args.what](args)
 
 
 if __name__ == "__main__":
