@@ -307,3 +307,15 @@ def test_cli_without_ray_exits_2_with_the_install_line(tmp_path, monkeypatch):
     result = CliRunner().invoke(cli, ["score", "--pairs", pairs, "--metrics", "psnr", "--out",
                                       str(tmp_path / "o.jsonl"), "--ray-address", "auto"])
     assert result.exit_code == 2 and "--ray-address needs --executor ray" in result.output
+
+
+def test_resources_and_settings_are_checked_before_work(ray_local, pixel_pairs, tmp_path):
+    from editmetrics.ray_executor import RayExecutor
+    from editmetrics.runner import UsageError
+
+    out = tmp_path / "gpu.jsonl"
+    with pytest.raises(UsageError, match="asks for 1 GPU"):  # --device cuda on a cluster without GPUs
+        score_file(pixel_pairs, ["psnr"], str(out), device="cuda", executor=_executor(), progress=False)
+    assert not out.exists() or _rows(out) == []
+    with pytest.raises(UsageError, match="ray_max_retries"):
+        RayExecutor(settings={"ray_max_retries": "many"})
