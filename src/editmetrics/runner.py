@@ -505,9 +505,14 @@ def score_file(
     todo = [r for r in records if r.key not in done]
     ctx = RunContext(device=device, batch_size=batch_size, size_policy=SizePolicy(size_policy),
                      settings=settings or {}, registry=registry)
-    scorer = Scorer(bound, ctx)
     executor = executor or InProcessExecutor()
-    rows = executor.run(scorer.load, scorer.score, todo, batch_size, parallel_score=scorer.thread_safe)
+    if hasattr(executor, "run_factory"):  # e.g. Ray: each worker builds its own Scorer (models load there)
+        from .ray_executor import ScorerFactory
+
+        rows = executor.run_factory(ScorerFactory.from_context(metrics, ctx), todo, batch_size, device=device)
+    else:
+        scorer = Scorer(bound, ctx)
+        rows = executor.run(scorer.load, scorer.score, todo, batch_size, parallel_score=scorer.thread_safe)
     written, failed = append_rows(out, rows, len(todo), lambda row: bool(row["errors"]), progress, on_row)
     return RunResult(out=out, written=written, skipped=len(records) - len(todo), failed_records=failed)
 

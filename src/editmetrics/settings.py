@@ -123,6 +123,14 @@ BUILTIN_SETTINGS = [
     S("bpm_sam", "path", None, "SAM folder saved with save_pretrained (grounder gdino-sam)", True),
     S("bpm_grounding_batch_size", "int", 8, "Images per grounding forward pass", False),
     S("bpm_max_detections", "int", 0, "Most detections kept per phrase (0: all)", True),
+    # Ray executor (editmetrics.ray_executor; docs/scale.md): where work runs, never what it computes
+    S("ray_actors", "int", 0, "Ray actors (workers) to start; 0 = as many as the cluster's CPUs/GPUs allow", False),
+    S("ray_num_cpus", "float", 1.0, "CPUs reserved per Ray actor (also its decode threads)", False),
+    S("ray_num_gpus", "float", None, "GPUs per Ray actor (fractions share a GPU); default 1 with --device cuda, else 0", False),
+    S("ray_max_retries", "int", 2, "Times a batch is retried after its actor died; then its records get errors", False),
+    S("ray_batches_in_flight", "int", 2, "Batches queued per Ray actor (bounds driver and object-store memory)", False),
+    S("ray_local_cpus", "int", None, "CPUs of a Ray started locally by the run (default: all of this machine's)", False),
+    S("ray_object_store_mb", "int", 200, "Object store size (MiB) of a Ray started locally by the run", False),
 ]
 del S
 
