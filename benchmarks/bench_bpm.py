@@ -38,7 +38,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def build_random(root: str, paper_sized: bool) -> dict:
     """Random CLIP / GroundingDINO / SAM from their real architectures: tiny,
     or at the paper's sizes (CLIP ViT-L/14, Swin-T OGC + BERT-base, SAM ViT-H)."""
-    from editmetrics.tiny import write_grounding, write_open_clip
+    from editmetrics.testing.tiny import write_grounding, write_open_clip
 
     arch = "ViT-L-14" if paper_sized else None
     settings = {"clip": write_open_clip(os.path.join(root, "clip"), name="benchclip", arch=arch)}
@@ -74,11 +74,11 @@ def main() -> None:
     import torch
 
     from editmetrics.bpm.parsing import ParseService, make_parser
-    from editmetrics.config import parse_assignments
-    from editmetrics.features import FeatureStore
-    from editmetrics.plugins import get_registry
-    from editmetrics.records import read_pairs
-    from editmetrics.runner import InProcessExecutor, RunContext, Scorer, resolve_metrics
+    from editmetrics.engine.config import parse_assignments
+    from editmetrics.engine.features import FeatureStore
+    from editmetrics.plugins.registry import get_registry
+    from editmetrics.data.records import read_pairs
+    from editmetrics.engine.runner import InProcessExecutor, RunContext, Scorer, resolve_metrics
 
     settings: dict = {"bpm_parser": args.parser}
     torch.backends.cuda.matmul.allow_tf32 = args.tf32

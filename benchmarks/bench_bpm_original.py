@@ -43,7 +43,7 @@ def build(folder: str, sam_type: str, feat_scale: float) -> dict:
     from segment_anything import sam_model_registry
     from transformers import BertConfig, BertModel, BertTokenizer
 
-    from editmetrics.tiny import BERT_VOCAB_SIZE, write_bert_vocab
+    from editmetrics.testing.tiny import BERT_VOCAB_SIZE, write_bert_vocab
     from editmetrics_grounding_original import bert_compat
 
     bert = os.path.join(folder, "bert")

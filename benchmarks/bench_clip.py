@@ -81,11 +81,11 @@ def make_data(folder: str, n_records: int, size: int) -> str:
 def run(pairs: str, metrics: list[str], settings: dict, device: str, batch: int):
     """One scoring run; returns (wall seconds excluding model load, load seconds,
     store stats, rows, CPU seconds of this process -- all threads -- excluding load)."""
-    from editmetrics.features import SERVICE
-    from editmetrics.images import SizePolicy
-    from editmetrics.plugins import get_registry
-    from editmetrics.records import read_pairs
-    from editmetrics.runner import (
+    from editmetrics.engine.features import SERVICE
+    from editmetrics.data.images import SizePolicy
+    from editmetrics.plugins.registry import get_registry
+    from editmetrics.data.records import read_pairs
+    from editmetrics.engine.runner import (
         InProcessExecutor,
         RunContext,
         Scorer,

@@ -47,7 +47,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from editmetrics.judges.fakeserver import FakeChatServer
-    from editmetrics.runner import score_records
+    from editmetrics.engine.runner import score_records
 
     answer = json.dumps({"score": [7, 5], "reasoning": "fine"})
     with tempfile.TemporaryDirectory() as tmp:

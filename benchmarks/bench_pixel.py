@@ -81,7 +81,7 @@ def main() -> None:
     from torchmetrics.functional.image import structural_similarity_index_measure
 
     from editmetrics import score_file
-    from editmetrics.images import load_image
+    from editmetrics.data.images import load_image
     from editmetrics.metrics.pixel import rgb2gray_uint8, ssim_map
 
     torch.set_num_threads(os.cpu_count() or 1)

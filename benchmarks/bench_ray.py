@@ -59,7 +59,7 @@ def make_pairs(folder: str, n: int, size: int, distinct: int | None = None) -> s
 
 def timed_run(pairs: str, metric: str, out: str, executor, batch_size: int) -> tuple[float, float, int]:
     """(seconds to first row, seconds first -> last row, rows)."""
-    from editmetrics.runner import score_file
+    from editmetrics.engine.runner import score_file
 
     stamps = []
     t0 = time.perf_counter()
@@ -73,7 +73,7 @@ def timed_run(pairs: str, metric: str, out: str, executor, batch_size: int) -> t
 def throughput(args) -> None:
     import ray
 
-    from editmetrics.ray_executor import RayExecutor
+    from editmetrics.engine.ray_executor import RayExecutor
 
     work = args.workdir or tempfile.mkdtemp(prefix="em-bench-ray-")
     os.makedirs(work, exist_ok=True)
@@ -102,8 +102,8 @@ def overhead(args) -> None:
     real Scorer (nothing decoded, nothing computed), one record per batch."""
     import ray
 
-    from editmetrics.ray_executor import RayExecutor, ScorerFactory
-    from editmetrics.records import EditRecord
+    from editmetrics.engine.ray_executor import RayExecutor, ScorerFactory
+    from editmetrics.data.records import EditRecord
 
     n = args.records
     records = [EditRecord(id=i, fields={"id": i}, base_dir="/", line=i, error="benchmark") for i in range(n)]
@@ -122,9 +122,9 @@ def overhead(args) -> None:
 
 
 def memory_child(pairs: str, mode: str) -> None:
-    from editmetrics.ray_executor import RayExecutor, ScorerFactory
-    from editmetrics.records import read_pairs
-    from editmetrics.runner import append_rows, score_file
+    from editmetrics.engine.ray_executor import RayExecutor, ScorerFactory
+    from editmetrics.data.records import read_pairs
+    from editmetrics.engine.runner import append_rows, score_file
 
     out = pairs + f".{mode}.out.jsonl"
     if os.path.exists(out):

@@ -87,9 +87,9 @@ def make_images(n: int, size: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
 
 
 def editmetrics_runner(spec: str):
-    from editmetrics.plugins import get_registry
-    from editmetrics.records import EditRecord
-    from editmetrics.runner import LoadedRecord, RunContext, Scorer, resolve_metrics
+    from editmetrics.plugins.registry import get_registry
+    from editmetrics.data.records import EditRecord
+    from editmetrics.engine.runner import LoadedRecord, RunContext, Scorer, resolve_metrics
 
     registry = get_registry()
     scorer = Scorer(resolve_metrics([spec], registry), RunContext(registry=registry))
@@ -185,13 +185,13 @@ def clip_texts(n: int) -> list[str]:
 def write_clip_model(folder: str, size: str) -> str:
     """A transformers CLIP folder (model + CLIPImageProcessor + real-vocabulary
     tokenizer) with RANDOM weights; returns the folder. ``tiny``:
-    editmetrics.tiny.write_hf_clip (32-d, 1 layer, 32 px). ``vit-b-32``: the
+    editmetrics.testing.tiny.write_hf_clip (32-d, 1 layer, 32 px). ``vit-b-32``: the
     same files with OpenAI ViT-B/32's shapes (12+12 layers, 768/512 wide,
     224 px, patch 32, 512-d projection; about 150M parameters), so the forward
     passes cost what the real model's do."""
     from transformers.utils import logging as hf_logging
 
-    from editmetrics import tiny
+    from editmetrics.testing import tiny
 
     hf_logging.disable_progress_bar()
     spec = tiny.write_hf_clip(folder)  # tokenizer, processor; the tiny model is replaced below for vit-b-32
@@ -221,10 +221,10 @@ def clip_runner(lib: str, model_dir: str, batch: int):
     if lib == "editmetrics":
         from transformers.utils import logging as hf_logging
 
-        from editmetrics.features import features_for
-        from editmetrics.plugins import get_registry
-        from editmetrics.records import EditRecord
-        from editmetrics.runner import LoadedRecord, RunContext, Scorer, resolve_metrics
+        from editmetrics.engine.features import features_for
+        from editmetrics.plugins.registry import get_registry
+        from editmetrics.data.records import EditRecord
+        from editmetrics.engine.runner import LoadedRecord, RunContext, Scorer, resolve_metrics
 
         hf_logging.disable_progress_bar()
         registry = get_registry()
@@ -320,7 +320,7 @@ def clip_section(args, sources, edits, missing) -> None:
     src, ed = sources[:n], edits[:n]
     print(f"CLIP text-image score, {n} records ({args.size}x{args.size} edited photographs, one distinct "
           f"instruction each), RANDOM-weight transformers CLIP ({args.clip_model}"
-          f"{', OpenAI ViT-B/32 shapes' if args.clip_model == 'vit-b-32' else ', editmetrics.tiny.write_hf_clip'};"
+          f"{', OpenAI ViT-B/32 shapes' if args.clip_model == 'vit-b-32' else ', editmetrics.testing.tiny.write_hf_clip'};"
           f" written in {time.perf_counter() - t0:.1f} s to {model_dir}); best of {args.clip_repeats} passes;"
           " model loading not timed.")
     print("pyiqa: skipped -- its clipscore loads OpenAI's CLIP weights from the network (no weights, no network "

@@ -37,7 +37,7 @@ def run(args: list[str], env: dict) -> tuple[float, float, int]:
 
 
 def heavy_imports(args: list[str], env: dict) -> list[str]:
-    code = ("import sys\nfrom editmetrics.cli import main\nsys.argv = ['editmetrics'] + %r\n"
+    code = ("import sys\nfrom editmetrics.cli.app import main\nsys.argv = ['editmetrics'] + %r\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
             "print('HEAVY=' + ','.join(sorted({m.split('.')[0] for m in sys.modules} & set(%r))))" % (args, HEAVY))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)

@@ -13,7 +13,7 @@ MODELS=$(mktemp -d)
 trap 'rm -rf "$MODELS"' EXIT
 "$PY" - "$MODELS" <<'PY' || exit 1
 import json, sys, time
-from editmetrics.tiny import write_grounding, write_open_clip
+from editmetrics.testing.tiny import write_grounding, write_open_clip
 t = time.perf_counter()
 s = {"clip": write_open_clip(f"{sys.argv[1]}/clip", name="benchclip", arch="ViT-L-14")}
 s.update(write_grounding(sys.argv[1], paper_sized=True))

@@ -74,7 +74,7 @@ def crop_view(img: Image.Image, size: int = 224) -> Image.Image:
 
 
 def figure(path: str, result: dict, size: int = 224) -> None:
-    from editmetrics.views import square_view
+    from editmetrics.weights.views import square_view
 
     mean = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's normalisation mean: the pad colour
     edited = Image.fromarray(strip_edit(photo(), 0))
@@ -112,7 +112,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         spec = args.clip
         if not spec:
-            from editmetrics.tiny import write_open_clip
+            from editmetrics.testing.tiny import write_open_clip
 
             spec = write_open_clip(os.path.join(tmp, "clip"), name="tinyclip_views_fig", seed=0, image_size=224)
         result = scores(spec, tmp)

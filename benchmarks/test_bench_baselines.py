@@ -13,7 +13,7 @@ import math
 
 import pytest
 
-from editmetrics import tables
+from editmetrics.analysis import tables
 
 METRICS = ["psnr", "ssim", "l2", "psnr@target", "ssim@target", "psnr(region=outside)"]
 MODELS = {"identity": ("identity", {}), "noise-0.05": ("noise", {"sigma": 0.05}),

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from editmetrics import tables
-from editmetrics.report import build_report
+from editmetrics.analysis import tables
+from editmetrics.analysis.report import build_report
 
 METRICS = ["psnr", "ssim", "psnr@target", "ssim@target", "l1", "l2", "psnr(region=outside)"]
 

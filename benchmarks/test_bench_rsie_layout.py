@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from editmetrics import tables
+from editmetrics.analysis import tables
 
 METRICS = ["clip_rc", "clip_gc", "dino_i@target", "clip_i@target", "dino_i", "clip_i"]
 BOX = [40, 24, 120, 88]

@@ -60,7 +60,7 @@ def task(tmp_path_factory, editmetrics_settings, editmetrics_dataset):
 
 @pytest.fixture(scope="module")
 def results(task, editmetrics_score):
-    from editmetrics.plugins import get_registry
+    from editmetrics.plugins.registry import get_registry
     from editmetrics.sppe.train import TrainOptions, train_erma
 
     ckpt = str(task["work"] / "erma")
@@ -89,10 +89,10 @@ def test_baselines_scored_or_name_their_missing_weights(results):
 
 
 def test_table_4(results, editmetrics_results):
-    from editmetrics.plugins import get_registry
+    from editmetrics.plugins.registry import get_registry
     from editmetrics.sppe.privacy import with_privacy_groups
     from editmetrics.sppe.table import markdown_table, table4
-    from editmetrics.stats import correlate_rows, label_value, metric_directions
+    from editmetrics.analysis.stats import correlate_rows, label_value, metric_directions
 
     rows = results["rows"]
     keys = [k for k in results["metrics"] if k != LABEL]

@@ -66,7 +66,7 @@ def invoke(*args: str, env: dict | None = None, cwd: str | None = None) -> subpr
 
     from click.testing import CliRunner
 
-    from editmetrics.cli import get_cli
+    from editmetrics.cli.app import get_cli
 
     kwargs = {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner).parameters else {}
     runner = CliRunner(env=env, **kwargs)

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 import editmetrics
-from editmetrics import Metric, hookimpl, hookspecs
-from editmetrics.plugins import Registry
-from editmetrics.scorekey import ScoreKey, ScoreKeyError
-from editmetrics.settings import Setting, SettingError, score_affecting, validate
+from editmetrics import Metric, hookimpl
+from editmetrics.plugins import hookspecs
+from editmetrics.plugins.registry import Registry
+from editmetrics.contract.scorekey import ScoreKey, ScoreKeyError
+from editmetrics.engine.settings import Setting, SettingError, score_affecting, validate
 
 from helpers import REPO, photo, read_jsonl, run_cli, save, write_pairs
 
@@ -166,8 +167,8 @@ def test_a_misspelt_hook_is_reported():
 def test_a_plugin_command_cannot_replace_a_core_command(monkeypatch):
     import click
 
-    from editmetrics import plugins
-    from editmetrics.cli import _add_plugin_commands, cli
+    from editmetrics.plugins import registry as plugins
+    from editmetrics.cli.app import _add_plugin_commands, cli
 
     registry = Registry()
     registry.load_builtins()
@@ -212,7 +213,7 @@ def test_metric_ids_are_restricted():
         id = "my.metric"
 
     with pytest.raises(TypeError, match=r"\[a-z\]\[a-z0-9_\]"):
-        editmetrics.metric.validate_metric_class(Dotted)
+        editmetrics.contract.metric.validate_metric_class(Dotted)
     assert "backbones" in vars(Metric) and vars(Metric)["backbones"] == ()
 
 
@@ -291,9 +292,11 @@ def test_score_with_in_process_cli(tmp_path):
 
 
 def test_declared_defaults_match_the_code():
-    from editmetrics import backbones, features, weights
+    from editmetrics.weights import backbones
+    from editmetrics.engine import features
+    from editmetrics.weights import resolver as weights
     from editmetrics.bpm import grounding, parsing
-    from editmetrics.settings import declared
+    from editmetrics.engine.settings import declared
 
     table = declared()
     assert table["weights_dir"].default == weights.DEFAULT_WEIGHTS_DIR

@@ -11,16 +11,16 @@ import torch
 from PIL import Image
 
 from editmetrics.bpm import judges, released
-from editmetrics.images import resize_mask
+from editmetrics.data.images import resize_mask
 from editmetrics.bpm.protocols import ProtocolError, ground_truth_test, human_alignment, pool_rows
-from editmetrics.runner import score_file, score_records
-from editmetrics.tiny import load_open_clip, write_grounding, write_open_clip
+from editmetrics.engine.runner import score_file, score_records
+from editmetrics.testing.tiny import load_open_clip, write_grounding, write_open_clip
 
 from helpers import REPO, photo, read_jsonl, run_cli, save, write_pairs
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
-    """A random tiny open_clip model saved as config JSON + safetensors (editmetrics.tiny),
+    """A random tiny open_clip model saved as config JSON + safetensors (editmetrics.testing.tiny),
     and the same files loaded back with plain open_clip for direct comparisons."""
     spec = write_open_clip(str(tmp_path_factory.mktemp("bpmclip")), name="tinyclip_bpm", seed=0)
     model, preprocess, tokenizer = load_open_clip(spec)
@@ -59,7 +59,7 @@ def _rec(**fields):
 
 
 def _direct_preserve(src, edited, region):
-    # images decode to float32 k/255 (editmetrics.images); the difference is taken in float64
+    # images decode to float32 k/255 (editmetrics.data.images); the difference is taken in float64
     d = (edited.astype(np.float32) / 255.0).astype(np.float64) - (src.astype(np.float32) / 255.0).astype(np.float64)
     rms = np.sqrt(np.mean(d * d, axis=2))
     return 1.0 - rms[~region].mean()
@@ -346,7 +346,7 @@ def test_pool_rows_global_and_degenerate():
 
 @pytest.fixture(scope="module")
 def grounding_models(tmp_path_factory):
-    """Random tiny transformers GroundingDINO + SAM folders (editmetrics.tiny)."""
+    """Random tiny transformers GroundingDINO + SAM folders (editmetrics.testing.tiny)."""
     return write_grounding(str(tmp_path_factory.mktemp("grounding")), seed=0)
 
 

@@ -20,9 +20,9 @@ pytest.importorskip("groundingdino")
 pytest.importorskip("segment_anything")
 plugin = pytest.importorskip("editmetrics_grounding_original")
 
-from editmetrics.metric import MetricError  # noqa: E402
-from editmetrics.runner import score_records  # noqa: E402
-from editmetrics.tiny import write_open_clip  # noqa: E402
+from editmetrics.contract.metric import MetricError  # noqa: E402
+from editmetrics.engine.runner import score_records  # noqa: E402
+from editmetrics.testing.tiny import write_open_clip  # noqa: E402
 from editmetrics_grounding_original import OriginalGroundingDinoSam, bert_compat  # noqa: E402
 
 from helpers import REPO, photo, read_jsonl  # noqa: E402

@@ -14,10 +14,10 @@ import bpm_released_cases as C
 from editmetrics.bpm import released
 from editmetrics.bpm.grounding import Detection
 from editmetrics.bpm.protocols import pool_rows
-from editmetrics.images import to_uint8
-from editmetrics.plugins import get_registry
-from editmetrics.runner import score_records
-from editmetrics.tiny import write_hf_clip
+from editmetrics.data.images import to_uint8
+from editmetrics.plugins.registry import get_registry
+from editmetrics.engine.runner import score_records
+from editmetrics.testing.tiny import write_hf_clip
 
 from helpers import REPO, save
 

@@ -328,7 +328,7 @@ def trained(tmp_path_factory):
     """A tiny FLUX Fill folder and a checkpoint trained on it through the CLI command."""
     from click.testing import CliRunner
 
-    from editmetrics.cli import cli
+    from editmetrics.cli.app import cli
     from editmetrics.models import c2e_s2ser
 
     root = tmp_path_factory.mktemp("c2e")
@@ -365,7 +365,7 @@ def test_train_command_writes_a_staged_checkpoint(trained):
 
 
 def test_recoverer_restores_source_size_and_reproduces_seeds(trained):
-    from editmetrics.images import load_image, load_mask
+    from editmetrics.data.images import load_image, load_mask
     from editmetrics.models.c2e_s2ser import C2ES2SERRecoverer
 
     model = C2ES2SERRecoverer(steps=2).configure({"flux_fill": trained["base"], "c2e_s2ser": trained["ckpt"]})
@@ -400,8 +400,8 @@ def test_recoverer_restores_source_size_and_reproduces_seeds(trained):
 def test_missing_weights_name_what_and_where(trained, tmp_path):
     from click.testing import CliRunner
 
-    from editmetrics.cli import cli
-    from editmetrics.model import ModelError
+    from editmetrics.cli.app import cli
+    from editmetrics.contract.model import ModelError
     from editmetrics.models.c2e_s2ser import C2ES2SERRecoverer
 
     missing = str(tmp_path / "nowhere")
@@ -424,8 +424,8 @@ def test_missing_weights_name_what_and_where(trained, tmp_path):
 
 def test_editmetrics_run_writes_recovered_images_of_source_size(trained, tmp_path):
     from editmetrics.models import c2e_s2ser
-    from editmetrics.plugins import Registry
-    from editmetrics.run import run_model
+    from editmetrics.plugins.registry import Registry
+    from editmetrics.engine.model_runs import run_model
 
     registry = Registry()
     registry.add(c2e_s2ser, "c2e-s2ser")

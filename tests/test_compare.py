@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 from scipy.stats import wilcoxon
 
-from editmetrics import compare
-from editmetrics.stats import bootstrap_ci
+from editmetrics.analysis import compare
+from editmetrics.analysis.stats import bootstrap_ci
 
 KEYS = ("n", "mean_a", "mean_b", "mean_diff", "ci95", "b_better", "a_better", "ties", "p_wilcoxon")
 
@@ -136,7 +136,7 @@ def test_labels_and_usage_errors(tmp_path):
 
 
 def test_cli_json_and_text(tmp_path):
-    from editmetrics.cli import _add_plugin_commands, cli
+    from editmetrics.cli.app import _add_plugin_commands, cli
 
     _add_plugin_commands()
     cats = ["g", "h", "g", "h"]

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from PIL import Image
 from skimage import data
 
-from editmetrics import datasets
-from editmetrics.plugins import get_registry
-from editmetrics.runner import read_results, score_file
+from editmetrics.data import datasets
+from editmetrics.plugins.registry import get_registry
+from editmetrics.engine.runner import read_results, score_file
 
 
 def photo(name: str, size=(48, 32)) -> Image.Image:
@@ -21,7 +21,7 @@ def photo(name: str, size=(48, 32)) -> Image.Image:
 
 
 def cli():
-    from editmetrics.cli import _add_plugin_commands, cli as group
+    from editmetrics.cli.app import _add_plugin_commands, cli as group
 
     _add_plugin_commands()
     return group

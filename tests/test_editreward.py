@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from editmetrics.runner import score_records
+from editmetrics.engine.runner import score_records
 from helpers import photo, save
 
 pytest.importorskip("transformers")

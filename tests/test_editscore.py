@@ -8,7 +8,7 @@ import math
 import pytest
 
 from editmetrics.judges.fakeserver import FakeChatServer, is_sc_request
-from editmetrics.runner import score_records
+from editmetrics.engine.runner import score_records
 from helpers import photo, save
 
 

@@ -8,10 +8,10 @@ import pytest
 from click.testing import CliRunner
 from scipy import stats as st
 
-from editmetrics import cli as cli_module
-from editmetrics.features import FeatureStore
-from editmetrics.metric import MetricError
-from editmetrics.runner import read_results, score_records
+from editmetrics.cli import app as cli_module
+from editmetrics.engine.features import FeatureStore
+from editmetrics.contract.metric import MetricError
+from editmetrics.engine.runner import read_results, score_records
 from editmetrics.sppe.erma import ErmaAssessor, layout, load_checkpoint, relational
 from editmetrics.sppe.synthetic import make_synthetic
 from editmetrics.sppe.train import TrainOptions, fit_head, train_erma
@@ -94,7 +94,7 @@ def test_metric_equals_head_on_store_features_and_model_agrees(ckpt, synth):
     assert all(r["errors"] == {} for r in rows)
     values = np.array([r["scores"]["erma"] for r in rows])
     assert np.all((values >= 0) & (values <= 1))
-    from editmetrics.images import load_image
+    from editmetrics.data.images import load_image
 
     store = FeatureStore({"clip": spec})
     head = load_checkpoint(str(folder))

@@ -6,13 +6,13 @@ import torch
 from PIL import Image
 from skimage import data
 
-from editmetrics.features import FeatureStore, content_hash
-from editmetrics.metric import MetricError
-from editmetrics.tiny import load_open_clip, write_open_clip
+from editmetrics.engine.features import FeatureStore, content_hash
+from editmetrics.contract.metric import MetricError
+from editmetrics.testing.tiny import load_open_clip, write_open_clip
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """A random tiny open_clip model saved as config JSON + safetensors (editmetrics.tiny),
+    """A random tiny open_clip model saved as config JSON + safetensors (editmetrics.testing.tiny),
     and the same files loaded back with plain open_clip for direct comparisons."""
     root = tmp_path_factory.mktemp("tinyclip")
     spec = write_open_clip(str(root), name="tinyclip_feat", seed=0)

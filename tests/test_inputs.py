@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from editmetrics import Metric, hookimpl
-from editmetrics.images import load_image, load_mask
-from editmetrics.plugins import Registry
+from editmetrics.data.images import load_image, load_mask
+from editmetrics.plugins.registry import Registry
 
 from helpers import photo, read_jsonl, run_cli, save, write_pairs
 
@@ -106,7 +106,7 @@ def messy(tmp_path):
 
 def test_messy_pairs_file_in_process(messy):
     pairs, tmp = messy
-    from editmetrics.runner import score_file
+    from editmetrics.engine.runner import score_file
 
     registry = Registry()
     registry.load_builtins()
@@ -195,8 +195,8 @@ def test_usage_errors_exit_2(tmp_path):
 
 def test_parallel_scoring_keeps_input_order_and_matches_sequential(tmp_path):
     """Thread-safe metrics score several batches at once; rows stay in input order."""
-    from editmetrics.runner import InProcessExecutor, RunContext, Scorer, resolve_metrics
-    from editmetrics.records import EditRecord
+    from editmetrics.engine.runner import InProcessExecutor, RunContext, Scorer, resolve_metrics
+    from editmetrics.data.records import EditRecord
 
     src = photo("rocket", (64, 48))
     save(src, tmp_path / "s.png")
@@ -224,7 +224,7 @@ def test_to_uint8_inverts_decoding_exactly():
     from PIL import Image
     from skimage import data
 
-    from editmetrics.images import to_float_rgb, to_pil, to_uint8
+    from editmetrics.data.images import to_float_rgb, to_pil, to_uint8
 
     photo = data.astronaut()
     decoded = to_float_rgb(Image.fromarray(photo))

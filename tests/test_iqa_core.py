@@ -10,7 +10,7 @@ import torchvision
 from skimage import data
 
 from editmetrics.metrics.iqa import TORCHVISION_FILES
-from editmetrics.runner import score_records
+from editmetrics.engine.runner import score_records
 
 
 @pytest.fixture(scope="module")

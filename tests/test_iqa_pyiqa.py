@@ -12,7 +12,7 @@ from skimage import data
 pytest.importorskip("pyiqa")
 plugin = pytest.importorskip("editmetrics_pyiqa")
 
-from editmetrics.runner import score_records  # noqa: E402
+from editmetrics.engine.runner import score_records  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -128,7 +128,7 @@ def test_piq_conventions_stay_available(pair_files):
     import piq
     import torch
 
-    from editmetrics.images import load_image
+    from editmetrics.data.images import load_image
 
     name = "chelsea_181x243_noise"
     specs = ["ms_ssim(convention=piq)", "gmsd(convention=piq)", "vifp(convention=piq)", "fsim(convention=piq)"]

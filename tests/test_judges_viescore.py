@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from editmetrics.judges.fakeserver import FakeChatServer, images_of, is_sc_request
-from editmetrics.runner import score_records
+from editmetrics.engine.runner import score_records
 from helpers import photo, save
 
 SC_ANSWER = json.dumps({"score": [7, 4], "reasoning": "edit done, some over-editing"})

@@ -8,9 +8,9 @@ import os
 
 import pytest
 
-from editmetrics.metaeval.evaluate import evaluate
-from editmetrics.metaeval.loaders import HumanSetError, load, pairs_records
-from editmetrics.metaeval.protocols import (accuracy_with_ties_genai, accuracy_with_ties_grid,
+from editmetrics.analysis.metaeval.evaluate import evaluate
+from editmetrics.analysis.metaeval.loaders import HumanSetError, load, pairs_records
+from editmetrics.analysis.metaeval.protocols import (accuracy_with_ties_genai, accuracy_with_ties_grid,
                                             accuracy_without_ties, imagenhub_average, per_model_spearman,
                                             suff_stats)
 from click.testing import CliRunner
@@ -132,7 +132,7 @@ def test_bad_files_are_usage_errors(tmp_path):
 
 
 def run_cli(*args):
-    from editmetrics.cli import _add_plugin_commands, cli
+    from editmetrics.cli.app import _add_plugin_commands, cli
 
     _add_plugin_commands()
     return CliRunner().invoke(cli, list(args))

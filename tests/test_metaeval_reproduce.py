@@ -15,8 +15,8 @@ import os
 
 import pytest
 
-from editmetrics.metaeval.evaluate import evaluate
-from editmetrics.metaeval.loaders import load
+from editmetrics.analysis.metaeval.evaluate import evaluate
+from editmetrics.analysis.metaeval.loaders import load
 
 ROOT = os.path.join(os.path.dirname(__file__), "data", "judges", "viescore_text_guided_ie")
 

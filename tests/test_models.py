@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from editmetrics.images import load_image
-from editmetrics.model import ModelError
-from editmetrics.plugins import get_registry
-from editmetrics.run import record_seed, run_model
-from editmetrics.runner import UsageError, read_results, score_file
+from editmetrics.data.images import load_image
+from editmetrics.contract.model import ModelError
+from editmetrics.plugins.registry import get_registry
+from editmetrics.engine.model_runs import record_seed, run_model
+from editmetrics.engine.runner import UsageError, read_results, score_file
 
 from helpers import REPO, photo, read_jsonl, run_cli, save, write_pairs
 
@@ -146,7 +146,7 @@ def test_resume_drops_torn_line_and_skips_done(tmp_path):
 
 
 def test_models_command_and_missing_weights_message(tmp_path):
-    from editmetrics.run import model_table
+    from editmetrics.engine.model_runs import model_table
 
     rows = {r["id"]: r for r in model_table(get_registry(), {})}
     assert rows["identity"]["kind"] == "editor" and rows["identity"]["weights_present"] is None
@@ -279,7 +279,7 @@ def test_third_party_assessor_through_a_registry(tmp_path):
     from types import SimpleNamespace
 
     from editmetrics import Model, hookimpl
-    from editmetrics.plugins import Registry
+    from editmetrics.plugins.registry import Registry
 
     class Brightness(Model):
         id = "brightness"

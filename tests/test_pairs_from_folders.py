@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from editmetrics.pairs_from_folders import FolderPairsError, build_pairs, scan_folder
-from editmetrics.records import read_pairs
+from editmetrics.data.pairs_from_folders import FolderPairsError, build_pairs, scan_folder
+from editmetrics.data.records import read_pairs
 from helpers import photo
 
 
@@ -37,7 +37,7 @@ def folders(tmp_path):
 
 
 def _cli(*args):
-    from editmetrics.cli import _add_plugin_commands, cli
+    from editmetrics.cli.app import _add_plugin_commands, cli
 
     _add_plugin_commands()
     return CliRunner().invoke(cli, ["pairs", "from-folders", *args])
@@ -85,7 +85,7 @@ def test_cli_end_to_end_jsonl_instructions_then_score(folders, tmp_path):
     assert [r.id for r in records] == ["cat", "coffee", "rocket"]
     assert all(os.path.isfile(r.path(f)) for r in records for f in ("source", "edited", "target"))
     # the pairs file scores as it is
-    from editmetrics.runner import read_results, score_file
+    from editmetrics.engine.runner import read_results, score_file
 
     score_file(str(out), ["psnr", "ssim@target"], str(tmp_path / "r.jsonl"), progress=False)
     rows = list(read_results(str(tmp_path / "r.jsonl")))

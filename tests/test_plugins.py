@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from editmetrics import Metric, hookimpl
-from editmetrics.plugins import Registry, UnknownNameError
+from editmetrics.plugins.registry import Registry, UnknownNameError
 
 from helpers import REPO, photo, read_jsonl, run_cli, save, write_pairs
 
@@ -135,7 +135,7 @@ def test_builtins_always_load_through_the_hooks():
     entry-point filter cannot remove them."""
     from importlib.metadata import entry_points
 
-    from editmetrics.plugins import BUILTIN_PLUGINS
+    from editmetrics.plugins.registry import BUILTIN_PLUGINS
 
     assert "pixel" not in {ep.name for ep in entry_points(group="editmetrics")}
     registry = Registry()

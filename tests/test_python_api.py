@@ -10,7 +10,7 @@ from PIL import Image
 
 import editmetrics
 from editmetrics import Metric, MetricError, Score, functional as F, hookimpl
-from editmetrics.plugins import Registry
+from editmetrics.plugins.registry import Registry
 
 from helpers import REPO, photo, read_jsonl, run_cli, save, write_pairs
 

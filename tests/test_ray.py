@@ -12,8 +12,8 @@ import signal
 import numpy as np
 import pytest
 
-from editmetrics.records import EditRecord
-from editmetrics.runner import read_results, score_file
+from editmetrics.data.records import EditRecord
+from editmetrics.engine.runner import read_results, score_file
 from helpers import photo, save, write_pairs
 
 PIXEL = ["psnr", "ssim", "l1", "psnr(region=inside)"]
@@ -31,7 +31,7 @@ def ray_local():
 
 
 def _executor(**settings):
-    from editmetrics.ray_executor import RayExecutor
+    from editmetrics.engine.ray_executor import RayExecutor
 
     return RayExecutor(settings={"ray_actors": 2, **{k: str(v) for k, v in settings.items()}})
 
@@ -98,7 +98,7 @@ def test_semantic_rows_equal_in_process(ray_local, tmp_path_factory):
     """Tiny random open_clip CLIP through the shared feature store (images and
     texts shared across records and batches): the same batches reach the
     encoder, so the vectors and the scores are the same."""
-    from editmetrics.tiny import write_open_clip
+    from editmetrics.testing.tiny import write_open_clip
 
     root = tmp_path_factory.mktemp("raysem")
     spec = write_open_clip(str(root / "clip"), name="tinyclip_ray", seed=3)
@@ -148,7 +148,7 @@ def test_batch_that_keeps_killing_its_worker_becomes_errors(ray_local, tmp_path)
     """A record that kills the process whenever it is scored: its batch is
     tried 1 + ray_max_retries times, then its records get error rows; every
     other batch (including those queued behind it on the dying actor) is fine."""
-    from editmetrics.ray_executor import ScorerFactory
+    from editmetrics.engine.ray_executor import ScorerFactory
 
     class Poisoned(ScorerFactory):  # defined here: Ray ships it by value
         def build(self, device=None):
@@ -221,8 +221,8 @@ def _alive(pid):
 def test_run_model_on_ray_equals_in_process(ray_local, tmp_path):
     """`run` on Ray: the noise editor (seeded per record) writes the same
     pairs file and the same PNGs as in-process."""
-    from editmetrics.ray_executor import RayExecutor
-    from editmetrics.run import run_model
+    from editmetrics.engine.ray_executor import RayExecutor
+    from editmetrics.engine.model_runs import run_model
 
     records = [{"id": f"m{i}", "source": save(photo(["astronaut", "coffee"][i % 2], (24, 16)), tmp_path / f"s{i}.png")}
                for i in range(12)]
@@ -295,7 +295,7 @@ def _descendants(pid):
 def test_cli_without_ray_exits_2_with_the_install_line(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from editmetrics.cli import cli
+    from editmetrics.cli.app import cli
 
     monkeypatch.setitem(__import__("sys").modules, "ray", None)  # import ray -> ImportError
     pairs = write_pairs(str(tmp_path / "p.jsonl"), [{"id": 1, "source": "a.png", "edited": "a.png"}])
@@ -310,8 +310,8 @@ def test_cli_without_ray_exits_2_with_the_install_line(tmp_path, monkeypatch):
 
 
 def test_resources_and_settings_are_checked_before_work(ray_local, pixel_pairs, tmp_path):
-    from editmetrics.ray_executor import RayExecutor
-    from editmetrics.runner import UsageError
+    from editmetrics.engine.ray_executor import RayExecutor
+    from editmetrics.engine.runner import UsageError
 
     out = tmp_path / "gpu.jsonl"
     with pytest.raises(UsageError, match="asks for 1 GPU"):  # --device cuda on a cluster without GPUs

@@ -17,9 +17,9 @@ from click.testing import CliRunner
 from PIL import Image
 from skimage import data
 
-from editmetrics import report
-from editmetrics.runner import score_file
-from editmetrics.stats import summarize
+from editmetrics.analysis import report
+from editmetrics.engine.runner import score_file
+from editmetrics.analysis.stats import summarize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(REPO, "examples", "pairs.jsonl")
@@ -176,14 +176,14 @@ def test_bpm_boxes_by_side_and_frame():
     assert [(b.label, b.image, b.kind, b.frame) for b in boxes] == [
         ("target_bbox", "edited", "target_bbox", None), ("bpm: source", "source", "bbox", (200, 100)),
         ("bpm: target", "edited", "bbox", (200, 100)), ("bpm: modify_crop", "source", "crop", (200, 100))]
-    from editmetrics.report_media import _scaled
+    from editmetrics.analysis.report_media import _scaled
 
     # shown at half the frame's size: coordinates halve
     assert _scaled(boxes[2], (100, 50), (400, 200)) == (50.0, 10.0, 75.0, 40.0)
 
 
 def test_cli_command(results, tmp_path):
-    from editmetrics.cli import _add_plugin_commands, cli
+    from editmetrics.cli.app import _add_plugin_commands, cli
 
     _add_plugin_commands()
     out = tmp_path / "r.html"

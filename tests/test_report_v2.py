@@ -19,8 +19,8 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from editmetrics import report
-from editmetrics.runner import read_results, score_file
+from editmetrics.analysis import report
+from editmetrics.engine.runner import read_results, score_file
 
 # 12 metric specs (BPM adds its six components: 18 score columns). BPM runs
 # with the rules parser and the records' boxes; without CLIP weights it fails
@@ -167,7 +167,7 @@ def test_reason_class_folds_paths():
 
 
 def test_comparison_section_matches_compare(pages, runs):
-    from editmetrics.compare import compare_files
+    from editmetrics.analysis.compare import compare_files
 
     page = _read(pages["compare"])
     result = compare_files(list(runs), by="category")

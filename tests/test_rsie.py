@@ -10,10 +10,10 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, EulerDiscreteScheduler
 
-from editmetrics.model import ModelError
+from editmetrics.contract.model import ModelError
 from editmetrics.models.diffusion import InstructPix2Pix, fit_alpha, latent_mask, reconstruct, rwdp_sample
-from editmetrics.tiny import save_tiny_ip2p, sd_scheduler_config
-from editmetrics.run import run_model
+from editmetrics.testing.tiny import save_tiny_ip2p, sd_scheduler_config
+from editmetrics.engine.model_runs import run_model
 
 from helpers import photo, read_jsonl, save, write_pairs
 

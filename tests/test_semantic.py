@@ -10,7 +10,7 @@ from skimage import data
 from editmetrics import score_records
 from editmetrics.metrics.regions import box_in
 from editmetrics.metrics.semantic import COCO_CLASSES, RC_TEMPLATE
-from editmetrics.tiny import load_open_clip, write_open_clip
+from editmetrics.testing.tiny import load_open_clip, write_open_clip
 
 METRICS = ["clip_i", "clip_i@target", "dir_i", "dir_s", "editability_label", "clip_dir", "clip_t",
            "clip_t(scale=clipscore)", "clip_gc", "clip_rc"]
@@ -167,8 +167,8 @@ def test_rc_delete_uses_source_class_and_region(world):
 
 
 def test_box_is_scaled_to_the_image_it_is_applied_to(world):
-    from editmetrics.records import EditRecord
-    from editmetrics.runner import LoadedRecord, RecordView, RunContext
+    from editmetrics.data.records import EditRecord
+    from editmetrics.engine.runner import LoadedRecord, RecordView, RunContext
 
     src = np.zeros((50, 100, 3), np.float32)
     big = np.zeros((100, 200, 3), np.float32)
@@ -198,7 +198,7 @@ def test_missing_fields_are_per_metric(world):
 def test_disk_cache_serves_a_rerun_without_encoding(world, tmp_path, monkeypatch):
     """A second run (e.g. --resume, or other metrics on the same data) reads the
     embeddings from feature_cache: with encoding made impossible it still scores."""
-    from editmetrics.backbones import OpenClipEncoder
+    from editmetrics.weights.backbones import OpenClipEncoder
 
     n = world["n"]
     recs = [_rec(world, edited=n["outside"])]

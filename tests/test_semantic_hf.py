@@ -11,20 +11,20 @@ from PIL import Image
 from skimage import data
 
 from editmetrics import score_records
-from editmetrics.backbones import check_tokenizer
-from editmetrics.metric import MetricError
+from editmetrics.weights.backbones import check_tokenizer
+from editmetrics.contract.metric import MetricError
 
 
 @pytest.fixture(scope="module")
 def hf(tmp_path_factory):
-    """Tiny transformers CLIP and DINOv2 folders (editmetrics.tiny), loaded back
+    """Tiny transformers CLIP and DINOv2 folders (editmetrics.testing.tiny), loaded back
     with plain transformers for direct comparisons, and a CLIP folder whose
     tokenizer is the broken 2-token one."""
     import shutil
 
     import transformers as tf
 
-    from editmetrics.tiny import write_dinov2, write_hf_clip
+    from editmetrics.testing.tiny import write_dinov2, write_hf_clip
 
     root = tmp_path_factory.mktemp("hf")
     clip_dir, broken_dir, dino_dir = root / "clip", root / "broken", root / "dino"

@@ -32,7 +32,7 @@ def vitb32(tmp_path_factory):
 
 
 def test_vitb32_file_agrees_with_open_clip(vitb32, tmp_path):
-    from editmetrics.cli import cli
+    from editmetrics.cli.app import cli
 
     _, path, model, preprocess = vitb32
     size = (64, 48)

@@ -9,8 +9,8 @@ from click.testing import CliRunner
 from PIL import Image
 from skimage import data
 
-from editmetrics.metric import MetricError
-from editmetrics.weights import UnsafeCheckpoint, downloads_allowed, load_state_dict
+from editmetrics.contract.metric import MetricError
+from editmetrics.weights.resolver import UnsafeCheckpoint, downloads_allowed, load_state_dict
 
 
 @pytest.fixture()
@@ -23,7 +23,7 @@ def pairs(tmp_path):
 
 
 def _cli():
-    from editmetrics.cli import _add_plugin_commands, cli
+    from editmetrics.cli.app import _add_plugin_commands, cli
 
     _add_plugin_commands()
     return cli
@@ -116,7 +116,7 @@ def test_weights_list_path_verify(tmp_path, monkeypatch):
 
 
 def test_unknown_arch_and_missing_file_are_metric_errors(tmp_path):
-    from editmetrics.features import FeatureStore
+    from editmetrics.engine.features import FeatureStore
 
     store = FeatureStore({"clip": "ViT-Nope:openai"})
     with pytest.raises(MetricError, match="unknown open_clip architecture"):

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from editmetrics.plugins import get_registry
-from editmetrics.records import PairsFileError
+from editmetrics.plugins.registry import get_registry
+from editmetrics.data.records import PairsFileError
 from editmetrics.sppe.loader import InstructPix2PixLoader, SppeLoader
 from editmetrics.sppe.synthetic import apply_edit, box_mask, make_surrogate, make_synthetic, photo
 from editmetrics.sppe.table import markdown_table

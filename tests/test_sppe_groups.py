@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from editmetrics import tables
+from editmetrics.analysis import tables
 from editmetrics.sppe.loader import SppeLoader
 from editmetrics.sppe.privacy import (TABLE_ORDER, TAXONOMY, canonical_group, privacy_group,
                                       with_privacy_groups)
-from editmetrics.stats import correlate_rows
+from editmetrics.analysis.stats import correlate_rows
 
 
 def test_taxonomy_is_table_2():
@@ -122,7 +122,7 @@ def test_srcc_std_is_across_privacy_groups(tmp_path):
     assert by_group["srcc_std_across_groups"] == pytest.approx(expected, abs=1e-12)
     assert by_group["srcc_std_across_groups"] != pytest.approx(by_cat["srcc_std_across_groups"], abs=1e-6)
 
-    from editmetrics import cli as cli_module
+    from editmetrics.cli import app as cli_module
 
     cli_module._add_plugin_commands()
     runner = CliRunner()

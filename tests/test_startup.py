@@ -22,13 +22,13 @@ BUNDLED = [
 
 PROBE = """
 import importlib, json, sys
-from editmetrics.plugins import get_registry
+from editmetrics.plugins.registry import get_registry
 registry = get_registry()
 loaded = {info.module.split(":")[0] for info in registry.plugins.values()}
 for name, module, _ in BUNDLED:
     if module not in loaded:  # not installed here: register this checkout's copy
         registry.add(importlib.import_module(module), name)
-from editmetrics.cli import main
+from editmetrics.cli.app import main
 sys.argv = ["editmetrics"] + ARGS
 try:
     main()

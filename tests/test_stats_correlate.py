@@ -7,8 +7,8 @@ import pytest
 from click.testing import CliRunner
 from scipy import stats as st
 
-from editmetrics.cli import cli
-from editmetrics.stats import (correlate_arrays, correlate_rows, fit_logistic4, kendall, logistic4, pearson,
+from editmetrics.cli.app import cli
+from editmetrics.analysis.stats import (correlate_arrays, correlate_rows, fit_logistic4, kendall, logistic4, pearson,
                                rank_average, spearman)
 
 
@@ -137,7 +137,7 @@ def test_logistic_plcc_keeps_the_sign_of_an_inverse_relation():
 
 
 def test_bootstrap_kendall_matches_scipy_on_each_resample_with_ties():
-    from editmetrics.stats import _kendall_bootstrap
+    from editmetrics.analysis.stats import _kendall_bootstrap
 
     rng = np.random.default_rng(5)
     x = rng.integers(0, 4, size=60).astype(float)
@@ -149,7 +149,7 @@ def test_bootstrap_kendall_matches_scipy_on_each_resample_with_ties():
 
 
 def test_summary_separates_failures_from_not_applicable_and_inf_std():
-    from editmetrics.stats import summarize
+    from editmetrics.analysis.stats import summarize
 
     rows = [
         # a global edit: BPM's size judge does not apply, no error recorded

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from editmetrics import tables
-from editmetrics.plugins import get_registry
+from editmetrics.analysis import tables
+from editmetrics.plugins.registry import get_registry
 
 
 def row(rid, scores, **fields):

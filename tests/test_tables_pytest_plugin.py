@@ -14,7 +14,7 @@ from PIL import Image
 from skimage import data
 
 SUITE = '''
-from editmetrics import tables
+from editmetrics.analysis import tables
 
 def test_suite(editmetrics_dataset, editmetrics_score, editmetrics_results, editmetrics_settings):
     assert isinstance(editmetrics_settings, dict)
@@ -55,7 +55,7 @@ def test_plugin_fixtures_write_tables(tmp_path):
     suite = tmp_path / "suite"
     suite.mkdir()
     try:
-        import editmetrics.run  # noqa: F401  (the run API: used when present)
+        import editmetrics.engine.model_runs  # noqa: F401  (the run API: used when present)
         extra = RUN_MODEL.format(root=str(root))
     except ImportError:
         extra = ""

@@ -1,4 +1,4 @@
-"""editmetrics.tiny and `editmetrics demo-weights`: seeded tiny random models of
+"""editmetrics.testing.tiny and `editmetrics demo-weights`: seeded tiny random models of
 the real architectures, and a config with which `score` runs through the CLI."""
 
 import os
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from editmetrics.tiny import RANDOM_NOTE, write_dinov2, write_open_clip
+from editmetrics.testing.tiny import RANDOM_NOTE, write_dinov2, write_open_clip
 
 from helpers import photo, read_jsonl, save, write_pairs
 
@@ -18,7 +18,7 @@ def run_cli(*args):
     points, as `main` does); a subprocess would re-import torch for seconds."""
     from click.testing import CliRunner
 
-    from editmetrics.cli import _add_plugin_commands, cli
+    from editmetrics.cli.app import _add_plugin_commands, cli
 
     _add_plugin_commands()
     return CliRunner().invoke(cli, list(args))
@@ -85,7 +85,7 @@ def test_builders_are_deterministic(tmp_path):
 
 
 def test_old_import_path_is_the_same_builder():
-    from editmetrics import tiny
+    from editmetrics.testing import tiny
     from editmetrics.models import tiny as old
 
     assert old.save_tiny_ip2p is tiny.save_tiny_ip2p and old.sd_scheduler_config is tiny.sd_scheduler_config

@@ -8,10 +8,10 @@ from PIL import Image
 from skimage import data
 
 from editmetrics import score_records
-from editmetrics.features import FeatureStore
-from editmetrics.metric import MetricError, SpecError
-from editmetrics.tiny import load_open_clip, write_open_clip
-from editmetrics.views import square_view
+from editmetrics.engine.features import FeatureStore
+from editmetrics.contract.metric import MetricError, SpecError
+from editmetrics.testing.tiny import load_open_clip, write_open_clip
+from editmetrics.weights.views import square_view
 
 STRIP = 0.11  # the inverted strip: left 11% of the width
 
@@ -126,7 +126,7 @@ def test_transformers_dinov2_pad_skips_its_resize_and_crop(world, tmp_path):
     a square image loses its border under crop; pad hands it the 32x32 square."""
     import transformers as tf
 
-    from editmetrics.tiny import write_dinov2
+    from editmetrics.testing.tiny import write_dinov2
 
     spec = write_dinov2(str(tmp_path / "dino"), seed=0)
     folder = spec.split(":", 1)[1]

@@ -18,9 +18,9 @@ import os
 import threading
 from contextlib import contextmanager
 
-from editmetrics.hookspecs import hookimpl
-from editmetrics.images import resize
-from editmetrics.metric import MetricError, Param
+from editmetrics.plugins.hookspecs import hookimpl
+from editmetrics.data.images import resize
+from editmetrics.contract.metric import MetricError, Param
 from editmetrics.metrics.iqa import IMAGE, NetPairMetric, require_file
 
 # metric -> files it needs in the pyiqa weights folder
@@ -264,7 +264,7 @@ __all__ = ["FILES", "STLPIPS", "TopiqFR", "AHIQ", "AFINE", "pyiqa_folder"]
 
 @hookimpl
 def register_settings(register):
-    from editmetrics.settings import Setting
+    from editmetrics.engine.settings import Setting
 
     register(Setting("pyiqa_weights", "path", None, "Folder of the pyiqa metrics' weight files "
                      "(default: <torch hub>/pyiqa)", True))

@@ -19,15 +19,15 @@ In memory (docs/python-api.md): images as numpy arrays, PIL images, tensors or p
 
 __version__ = "0.1.0"
 
-from .hookspecs import hookimpl  # noqa: E402
-from .metric import Metric, MetricError, MetricSpec, Param, Score, SpecError  # noqa: E402
-from .model import Model, ModelError, Weight  # noqa: E402
-from .plugins import get_registry, reset_registry  # noqa: E402
-from .runner import read_results, score_file, score_records  # noqa: E402
-from .run import run_model  # noqa: E402
-from .api import Results, load_metric, score  # noqa: E402
-from .settings import Setting  # noqa: E402
-from . import functional  # noqa: E402
+from editmetrics.plugins.hookspecs import hookimpl  # noqa: E402
+from editmetrics.contract.metric import Metric, MetricError, MetricSpec, Param, Score, SpecError  # noqa: E402
+from editmetrics.contract.model import Model, ModelError, Weight  # noqa: E402
+from editmetrics.plugins.registry import get_registry, reset_registry  # noqa: E402
+from editmetrics.engine.runner import read_results, score_file, score_records  # noqa: E402
+from editmetrics.engine.model_runs import run_model  # noqa: E402
+from editmetrics.api import Results, load_metric, score  # noqa: E402
+from editmetrics.engine.settings import Setting  # noqa: E402
+from editmetrics import functional  # noqa: E402
 
 
 def list_metrics() -> list[dict]:

@@ -1,3 +1,3 @@
-from .cli import main
+from editmetrics.cli.app import main
 
 main()

@@ -2,7 +2,7 @@
 
 ``load_metric(SPEC)`` returns a callable taking record fields as keywords;
 each image field may be a path, a numpy array, a PIL image or a torch tensor
-(``editmetrics.arrays``). ``score(records, metrics)`` scores many records and
+(``editmetrics.data.arrays``). ``score(records, metrics)`` scores many records and
 returns ``Results``, a list of the rows the CLI writes, with ``to_pandas()``.
 Both go through the same ``runner.Scorer`` as ``editmetrics score``, so the
 numbers are the CLI's for the same pixels. See docs/python-api.md.
@@ -13,11 +13,11 @@ from __future__ import annotations
 import os
 from typing import Any, Iterable
 
-from .images import SizePolicy
-from .metric import MetricError, Score
-from .plugins import Registry, get_registry
-from .records import EditRecord
-from .runner import RunContext, Scorer, resolve_metrics, score_records
+from editmetrics.data.images import SizePolicy
+from editmetrics.contract.metric import MetricError, Score
+from editmetrics.plugins.registry import Registry, get_registry
+from editmetrics.data.records import EditRecord
+from editmetrics.engine.runner import RunContext, Scorer, resolve_metrics, score_records
 
 
 class MetricFunction:
@@ -93,7 +93,7 @@ def score(records: Iterable[dict], metrics: list[str] | str, **options: Any) -> 
     """Score in-memory records (dicts of fields; images as paths, arrays, PIL
     images or tensors) with metric specs; options as ``score_records``
     (``settings``, ``device``, ``batch_size``, ``size_policy``, ``base_dir``)."""
-    from .metric import split_specs
+    from editmetrics.contract.metric import split_specs
 
     specs = split_specs(metrics) if isinstance(metrics, str) else list(metrics)
     registry = options.get("registry") or get_registry()
@@ -103,6 +103,6 @@ def score(records: Iterable[dict], metrics: list[str] | str, **options: Any) -> 
 
 def _checked(settings: dict | None, registry: Registry) -> dict:
     """Settings given in Python are validated like --set values (typed, known keys)."""
-    from .settings import validate
+    from editmetrics.engine.settings import validate
 
     return validate(dict(settings or {}), {k: "settings=" for k in settings or {}}, registry)

@@ -1,7 +1,7 @@
 """Metrics as plain functions: ``functional.psnr(edited, source)``.
 
 Each function takes images (paths, numpy arrays, PIL images or torch tensors,
-see ``editmetrics.arrays``) and the metric's parameters as keywords, and
+see ``editmetrics.data.arrays``) and the metric's parameters as keywords, and
 returns the number ``editmetrics score`` gives for the same pixels: it runs
 the registered metric through ``editmetrics.load_metric`` (set up once per
 parameter set and cached). A record the metric cannot score raises
@@ -18,14 +18,14 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from .metric import Score
+from editmetrics.contract.metric import Score
 
 __all__ = ["metric", "psnr", "ssim", "l1", "l2", "ms_ssim", "fsim", "vif", "gmsd", "haarpsi"]
 
 
 @functools.lru_cache(maxsize=64)
 def _loaded(spec: str):
-    from .api import load_metric
+    from editmetrics.api import load_metric
 
     return load_metric(spec)
 
@@ -39,7 +39,7 @@ def _spec(name: str, params: dict[str, Any]) -> str:
 def metric(name: str, /, **fields_and_params: Any) -> float | Score:
     """Any registered metric: record fields and metric parameters as keywords
     (a keyword that is one of the metric's parameters sets that parameter)."""
-    from .plugins import get_registry
+    from editmetrics.plugins.registry import get_registry
 
     cls = get_registry().get("metrics", name)
     params = {k: v for k, v in fields_and_params.items() if k in cls.params}

@@ -33,9 +33,9 @@ import os
 import numpy as np
 
 from editmetrics.bpm.grounding import BOX_THRESHOLD, TEXT_THRESHOLD, DetectThenSegment, Detection
-from editmetrics.hookspecs import hookimpl
-from editmetrics.images import to_pil, to_uint8
-from editmetrics.metric import MetricError
+from editmetrics.plugins.hookspecs import hookimpl
+from editmetrics.data.images import to_pil, to_uint8
+from editmetrics.contract.metric import MetricError
 
 # bert_compat imports torch: it is imported where the model is built, so that
 # loading this plugin (every `editmetrics` command) stays free of torch.
@@ -248,7 +248,7 @@ def register_grounders(register):
 
 @hookimpl
 def register_settings(register):
-    from editmetrics.settings import Setting
+    from editmetrics.engine.settings import Setting
 
     gd = "of the IDEA-Research GroundingDINO release (grounder gdino-sam-original)"
     register(Setting("bpm_groundingdino_config", "path", None, f"GroundingDINO config file {gd}", True))

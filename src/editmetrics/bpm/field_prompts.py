@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 
-from .schema import ParseFailure, validate_parse
+from editmetrics.bpm.schema import ParseFailure, validate_parse
 
 FIELDS = ("parts", "edit_type", "being_added", "added_object", "size", "position")
 EDIT_TYPES = ("add", "remove", "replace", "change color", "change texture", "change size", "other")

@@ -23,8 +23,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..images import to_pil
-from ..metric import MetricError
+from editmetrics.data.images import to_pil
+from editmetrics.contract.metric import MetricError
 
 BOX_THRESHOLD = 0.3
 TEXT_THRESHOLD = 0.25
@@ -186,7 +186,7 @@ class HFGroundingDinoSam(DetectThenSegment):
 
 def make_grounder(grounder_id: str, settings: dict, device: str, box_threshold: float, text_threshold: float,
                   registry=None):
-    from ..plugins import get_registry
+    from editmetrics.plugins.registry import get_registry
 
     registry = registry or get_registry()
     cls = registry.get("grounders", grounder_id)

@@ -28,12 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from ..images import bbox_of_mask, resize_mask, to_uint8, validate_bbox
-from ..metric import Metric, MetricError, Param, Score
-from . import judges, released
-from .grounding import BOX_THRESHOLD, TEXT_THRESHOLD, Detection, GroundingService, make_grounder
-from .parsing import parse_service
-from .schema import KEYS, ParseFailure, validate_parse
+from editmetrics.data.images import bbox_of_mask, resize_mask, to_uint8, validate_bbox
+from editmetrics.contract.metric import Metric, MetricError, Param, Score
+from editmetrics.bpm import judges, released
+from editmetrics.bpm.grounding import BOX_THRESHOLD, TEXT_THRESHOLD, Detection, GroundingService, make_grounder
+from editmetrics.bpm.parsing import parse_service
+from editmetrics.bpm.schema import KEYS, ParseFailure, validate_parse
 
 ALPHA = 0.7  # BPM = 0.7 * S_semantic + 0.3 * S_region (paper, Sec. 4.1 and Table 9)
 
@@ -128,7 +128,7 @@ class BPM(Metric):
             self.grounder_id, c.settings, c.device, opts["box_threshold"], opts["text_threshold"], c.registry)))
 
     def store(self):
-        from ..features import features_for
+        from editmetrics.engine.features import features_for
 
         return features_for(self.ctx)
 

@@ -25,7 +25,7 @@ import json
 import os
 import threading
 from importlib import resources
-from .schema import JSON_SCHEMA, ParseFailure, ParseResult, validate_parse
+from editmetrics.bpm.schema import JSON_SCHEMA, ParseFailure, ParseResult, validate_parse
 
 DEFAULT_PROMPT = "parse_v1"
 
@@ -86,7 +86,7 @@ class LlamaParser:
             # cache keeps each prompt's evaluated prefix across instructions
             from llama_cpp import LlamaRAMCache
 
-            from .field_prompts import sections
+            from editmetrics.bpm.field_prompts import sections
 
             self.fields = sections(self.system)
             self.llm.set_cache(LlamaRAMCache(capacity_bytes=256 << 20))
@@ -102,7 +102,7 @@ class LlamaParser:
         return out["choices"][0]["message"]["content"] or ""
 
     def _parse_fields(self, text: str, meta: dict) -> ParseResult:
-        from .field_prompts import grammars, split_parts, to_schema
+        from editmetrics.bpm.field_prompts import grammars, split_parts, to_schema
 
         text = text.strip()
         rules = grammars(text)
@@ -197,7 +197,7 @@ class ParseService:
 
 def make_parser(parser_id: str, settings: dict, registry=None):
     """Instantiate a registered parser by id."""
-    from ..plugins import get_registry
+    from editmetrics.plugins.registry import get_registry
 
     registry = registry or get_registry()
     cls = registry.get("parsers", parser_id)

@@ -16,11 +16,11 @@ import sys
 
 import click
 
-from ..hookspecs import hookimpl
-from .grounding import HFGroundingDinoSam
-from .metric import BPM
-from .parsing import LlamaParser
-from .rules import RuleParser
+from editmetrics.plugins.hookspecs import hookimpl
+from editmetrics.bpm.grounding import HFGroundingDinoSam
+from editmetrics.bpm.metric import BPM
+from editmetrics.bpm.parsing import LlamaParser
+from editmetrics.bpm.rules import RuleParser
 
 
 @hookimpl
@@ -40,14 +40,14 @@ def register_grounders(register):
 
 
 def _settings(config_path, assignments) -> dict:
-    from ..options import load_cli_settings
+    from editmetrics.cli.options import load_cli_settings
 
     return load_cli_settings(config_path, assignments)
 
 
 def _make_parser(parser_id: str, settings: dict):
-    from ..runner import UsageError
-    from .parsing import make_parser
+    from editmetrics.engine.runner import UsageError
+    from editmetrics.bpm.parsing import make_parser
 
     try:
         return make_parser(parser_id, settings)
@@ -56,7 +56,7 @@ def _make_parser(parser_id: str, settings: dict):
 
 
 def _with_settings(fn):
-    from ..options import settings_options
+    from editmetrics.cli.options import settings_options
 
     return settings_options(fn)
 
@@ -65,8 +65,8 @@ def _protocol(fn):
     """Protocol errors are usage errors (exit status 2)."""
     from functools import wraps
 
-    from ..runner import UsageError
-    from .protocols import ProtocolError
+    from editmetrics.engine.runner import UsageError
+    from editmetrics.bpm.protocols import ProtocolError
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
@@ -79,8 +79,8 @@ def _protocol(fn):
 
 
 def _direction(key: str) -> bool:
-    from ..plugins import get_registry
-    from ..scorekey import metric_class
+    from editmetrics.plugins.registry import get_registry
+    from editmetrics.contract.scorekey import metric_class
 
     cls = metric_class(key, get_registry())  # None: unknown metric (e.g. from another tool): higher is better
     return True if cls is None else bool(cls.higher_is_better)
@@ -124,8 +124,8 @@ def register_commands(cli):
         """Accuracy of a parser on a labelled instruction set (JSON Lines with the
         six keys and 'instruction'); an item counts as right when objects, edit
         type and size change all match."""
-        from .protocols import read_table
-        from .schema import KEYS
+        from editmetrics.bpm.protocols import read_table
+        from editmetrics.bpm.schema import KEYS
 
         settings = _settings(config_path, assignments)
         parser = _make_parser(parser_id or str(settings.get("bpm_parser", "rules")), settings)
@@ -166,8 +166,8 @@ def register_commands(cli):
     def pool(results, out, key, alpha):
         """Pool min-max normalisation of S_modify/S_preserve over all rows of a
         results file (the paper's Norm); writes a new file, never the input."""
-        from ..runner import UsageError, read_results
-        from .protocols import pool_rows
+        from editmetrics.engine.runner import UsageError, read_results
+        from editmetrics.bpm.protocols import pool_rows
 
         if os.path.exists(out):
             raise UsageError(f"{out} exists: choose another --out (results are never overwritten)")
@@ -194,8 +194,8 @@ def register_commands(cli):
     @_protocol
     def align(human_path, results_path, keys, ties, as_json):
         """Human alignment score (paper Sec. 4.1) per model pair and on average."""
-        from ..runner import read_results
-        from .protocols import human_alignment, read_table
+        from editmetrics.engine.runner import read_results
+        from editmetrics.bpm.protocols import human_alignment, read_table
 
         human = read_table(human_path)
         results = list(read_results(results_path))
@@ -217,8 +217,8 @@ def register_commands(cli):
     @_protocol
     def gt_test(triplets_path, results_path, keys, as_json):
         """Ground-truth test (paper Table 4): win rates of EP / EM / GT."""
-        from ..runner import read_results
-        from .protocols import ground_truth_test, read_table
+        from editmetrics.engine.runner import read_results
+        from editmetrics.bpm.protocols import ground_truth_test, read_table
 
         triplets = read_table(triplets_path)
         results = list(read_results(results_path))

@@ -25,7 +25,7 @@ import json
 import os
 from typing import Any, Iterable
 
-from .metric import combine
+from editmetrics.bpm.metric import combine
 
 
 class ProtocolError(ValueError):

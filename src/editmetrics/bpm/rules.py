@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .schema import ParseFailure, ParseResult, validate_parse
+from editmetrics.bpm.schema import ParseFailure, ParseResult, validate_parse
 
 _DET = r"(?:the|a|an|some|this|that|these|those|his|her|its|their|my|your|all(?: of)? the|all|every|each)"
 _POLITE = re.compile(

@@ -49,7 +49,7 @@ def png_bytes(image: np.ndarray) -> bytes:
     level 1: the pixels are the same, encoding is several times faster."""
     from PIL import Image
 
-    from ..images import to_uint8
+    from editmetrics.data.images import to_uint8
 
     buf = io.BytesIO()
     Image.fromarray(to_uint8(image)).save(buf, format="PNG", compress_level=1)
@@ -162,13 +162,13 @@ def _retry_after(value) -> float | None:
 
 
 def _transformers(settings):
-    from .local_backends import TransformersBackend
+    from editmetrics.judges.local_backends import TransformersBackend
 
     return TransformersBackend(settings)
 
 
 def _llama_cpp(settings):
-    from .local_backends import LlamaCppBackend
+    from editmetrics.judges.local_backends import LlamaCppBackend
 
     return LlamaCppBackend(settings)
 

@@ -33,8 +33,8 @@ import threading
 
 import numpy as np
 
-from ..metric import Metric, MetricError, Score
-from .prompts import load_prompt
+from editmetrics.contract.metric import Metric, MetricError, Score
+from editmetrics.judges.prompts import load_prompt
 
 REWARD_TOKEN = "<|Reward|>"
 DEFAULT_PIXELS = 256 * 28 * 28
@@ -144,7 +144,7 @@ class EditRewardScorer:
     def _image(self, image: np.ndarray):
         from PIL import Image
 
-        from ..images import to_pil
+        from editmetrics.data.images import to_pil
 
         pil = to_pil(image)
         h, w = smart_resize(pil.height, pil.width, min_pixels=self.pixels, max_pixels=self.pixels)

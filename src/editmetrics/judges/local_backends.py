@@ -22,7 +22,7 @@ import threading
 
 import numpy as np
 
-from .backends import Answer, JudgeError, content_parts
+from editmetrics.judges.backends import Answer, JudgeError, content_parts
 
 
 def _folder_revision(folder: str) -> str:
@@ -89,7 +89,7 @@ class TransformersBackend:
     def prompt_inputs(self, text: str, images: list[np.ndarray], images_first: bool = False):
         """Tokenised chat turn: the text, then the images (VIEScore's order), or
         the images first (``judge_images_first``, GEdit-Bench's Qwen2.5-VL path)."""
-        from ..images import to_pil
+        from editmetrics.data.images import to_pil
 
         _, processor = self._load()
         pics = [{"type": "image"} for _ in images]

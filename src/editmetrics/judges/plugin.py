@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from ..hookspecs import hookimpl
+from editmetrics.plugins.hookspecs import hookimpl
 
 
 @hookimpl
 def register_metrics(register):
-    from .editreward import EditReward
-    from .viescore import EditScore, VIEScore
+    from editmetrics.judges.editreward import EditReward
+    from editmetrics.judges.viescore import EditScore, VIEScore
 
     register(VIEScore)
     register(EditScore)
@@ -17,14 +17,14 @@ def register_metrics(register):
 
 @hookimpl
 def register_commands(cli):
-    from ..metaeval.command import add_command
+    from editmetrics.analysis.metaeval.command import add_command
 
     add_command(cli)
 
 
 @hookimpl
 def register_settings(register):
-    from ..settings import Setting
+    from editmetrics.engine.settings import Setting
 
     # affects_scores: what decides the judged value (recorded in provenance);
     # transport settings decide only whether a request ends as null, never the value.

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .backends import JudgeError, make_backend
+from editmetrics.judges.backends import JudgeError, make_backend
 
 SERVICE = "judges"
 MAX_DELAY = 60.0  # seconds: longest wait between two attempts
@@ -43,7 +43,7 @@ def judge_service(ctx) -> "JudgeService":
 
 def image_hash(image: np.ndarray) -> str:
     """sha256 of the 8-bit pixels the judge is sent (and their shape)."""
-    from ..images import to_uint8
+    from editmetrics.data.images import to_uint8
 
     arr = np.ascontiguousarray(to_uint8(image))
     digest = hashlib.sha256(f"{arr.shape}".encode())

@@ -24,7 +24,7 @@ CHAT_TEMPLATE = (
 
 
 def _corpus() -> list[str]:
-    from .prompts import load_prompt
+    from editmetrics.judges.prompts import load_prompt
 
     texts = [load_prompt(n).text for n in ("viescore_tie_sc_v1", "viescore_pq_v1")]
     return texts + ['{"score": [7, 4], "reasoning": "ok"}', "0 1 2 3 4 5 6 7 8 9 10"]
@@ -76,7 +76,7 @@ def write_tiny_editreward(base: str, checkpoint: str, *, seed: int = 0) -> str:
     from safetensors.torch import save_file
     from transformers import AutoConfig, AutoProcessor
 
-    from .editreward import REWARD_TOKEN, build_model
+    from editmetrics.judges.editreward import REWARD_TOKEN, build_model
 
     tok = AutoProcessor.from_pretrained(base).tokenizer
     tok.add_special_tokens({"additional_special_tokens": [REWARD_TOKEN]})

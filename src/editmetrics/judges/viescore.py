@@ -28,10 +28,10 @@ import math
 
 import numpy as np
 
-from ..metric import Metric, MetricError, Param, Score
-from .parse import AnswerError, parse_scores
-from .prompts import load_prompt
-from .service import judge_service
+from editmetrics.contract.metric import Metric, MetricError, Param, Score
+from editmetrics.judges.parse import AnswerError, parse_scores
+from editmetrics.judges.prompts import load_prompt
+from editmetrics.judges.service import judge_service
 
 
 class _SCPQJudge(Metric):

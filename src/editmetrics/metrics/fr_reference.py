@@ -27,7 +27,7 @@ import os
 
 import numpy as np
 
-from ..metric import MetricError
+from editmetrics.contract.metric import MetricError
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 

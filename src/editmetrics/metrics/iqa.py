@@ -24,9 +24,9 @@ from typing import Callable
 
 import numpy as np
 
-from ..hookspecs import hookimpl
-from ..metric import Metric, MetricError, Param
-from ..records import IMAGE_FIELDS
+from editmetrics.plugins.hookspecs import hookimpl
+from editmetrics.contract.metric import Metric, MetricError, Param
+from editmetrics.data.records import IMAGE_FIELDS
 
 IMAGE = Param("edited", "image field compared with the reference", IMAGE_FIELDS)
 

@@ -26,9 +26,9 @@ import math
 
 import numpy as np
 
-from ..hookspecs import hookimpl
-from ..metric import Metric, MetricError, Param
-from . import fr_reference
+from editmetrics.plugins.hookspecs import hookimpl
+from editmetrics.contract.metric import Metric, MetricError, Param
+from editmetrics.metrics import fr_reference
 
 # MATLAB rgb2gray coefficients (inverse of the NTSC YIQ transform row).
 RGB2GRAY = np.array([0.298936021293775, 0.587043074451121, 0.114020904255103], dtype=np.float64)

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..images import bbox_of_mask, resize_mask, size_of
-from ..metric import MetricError
+from editmetrics.data.images import bbox_of_mask, resize_mask, size_of
+from editmetrics.contract.metric import MetricError
 
 # field -> the image field whose pixels its coordinates refer to
 FRAME = {

@@ -1,6 +1,6 @@
 """Built-in plugin: CLIP/DINO semantic metrics on the shared feature store.
 
-All embeddings come from ``editmetrics.features`` (L2-normalised, each image
+All embeddings come from ``editmetrics.engine.features`` (L2-normalised, each image
 through its backbone's own evaluation preprocessing, computed once per run and
 batched). Definitions, scales and every choice the papers leave open are in
 ``docs/semantic.md``. Notation: E = CLIP image embedding, T = CLIP text embedding.
@@ -16,7 +16,7 @@ batched). Definitions, scales and every choice the papers leave open are in
 - ``dino_i``   cos(D(edited), D(ref)), D = DINO (v2) CLS embedding
 
 Every metric here takes ``view`` (``crop`` default, ``pad``, ``squash``;
-``editmetrics.views``): how each image (or region) meets the model's square
+``editmetrics.weights.views``): how each image (or region) meets the model's square
 input. ``crop`` is the papers' standard preprocessing and hides the borders of
 non-square images; ``pad`` sees every pixel (recommended for preservation).
 """
@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..features import features_for
-from ..hookspecs import hookimpl
-from ..metric import Metric, MetricError, Param, Score
-from ..views import VIEW_HELP, VIEWS
-from . import regions
+from editmetrics.engine.features import features_for
+from editmetrics.plugins.hookspecs import hookimpl
+from editmetrics.contract.metric import Metric, MetricError, Param, Score
+from editmetrics.weights.views import VIEW_HELP, VIEWS
+from editmetrics.metrics import regions
 
 EPS = 1e-6
 
@@ -315,7 +315,7 @@ def register_metrics(register):
 
 @hookimpl
 def register_backbones(register):
-    from ..backbones import HFEncoder, OpenClipEncoder
+    from editmetrics.weights.backbones import HFEncoder, OpenClipEncoder
 
     register("open_clip", lambda spec, device, settings: OpenClipEncoder(spec.split(":", 1)[1], device, settings))
     register("hf", HFEncoder)
@@ -323,6 +323,6 @@ def register_backbones(register):
 
 @hookimpl
 def register_commands(cli):
-    from ..weights import register_cli
+    from editmetrics.weights.resolver import register_cli
 
     register_cli(cli)

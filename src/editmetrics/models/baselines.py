@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..hookspecs import hookimpl
-from ..images import SizePolicy, align, resize_mask
-from ..metric import Param
-from ..model import Model, ModelError
+from editmetrics.plugins.hookspecs import hookimpl
+from editmetrics.data.images import SizePolicy, align, resize_mask
+from editmetrics.contract.metric import Param
+from editmetrics.contract.model import Model, ModelError
 
 
 class Identity(Model):

@@ -20,9 +20,9 @@ from typing import Any
 
 import click
 
-from ..hookspecs import hookimpl
-from ..metric import Param
-from ..model import Model, ModelError, Weight
+from editmetrics.plugins.hookspecs import hookimpl
+from editmetrics.contract.metric import Param
+from editmetrics.contract.model import Model, ModelError, Weight
 
 BASE_ENV = "EDITMETRICS_FLUX_FILL"
 CKPT_ENV = "EDITMETRICS_C2E_S2SER"
@@ -71,7 +71,7 @@ class C2ES2SERRecoverer(Model):
         return base, ckpt
 
     def weights_present(self) -> bool:
-        from .c2e_s2ser_layout import CONFIG_FILE, FILL_SUBFOLDERS, WEIGHTS_FILE  # no torch import here
+        from editmetrics.models.c2e_s2ser_layout import CONFIG_FILE, FILL_SUBFOLDERS, WEIGHTS_FILE  # no torch import here
 
         base, ckpt = self._paths()
         base_ok = bool(base) and all(os.path.isdir(os.path.join(base, s)) for s in FILL_SUBFOLDERS)
@@ -79,14 +79,14 @@ class C2ES2SERRecoverer(Model):
         return base_ok and ckpt_ok
 
     def load(self, device: str = "cpu") -> None:
-        from .c2e_s2ser_net import (
+        from editmetrics.models.c2e_s2ser_net import (
             C2ES2SER,
             C2EConfig,
             MissingWeightsError,
             check_base_folder,
             load_base,
         )
-        from .c2e_s2ser_train import load_checkpoint, read_checkpoint_config
+        from editmetrics.models.c2e_s2ser_train import load_checkpoint, read_checkpoint_config
 
         base, ckpt = self._paths()
         try:  # both checked before any heavy loading: one clear message naming what is missing and where
@@ -105,7 +105,7 @@ class C2ES2SERRecoverer(Model):
                        "checkpoint": os.path.abspath(os.path.expanduser(ckpt)), "step": meta.get("step")}
 
     def predict(self, inputs: dict[str, Any], seed: int | None = None) -> dict[str, Any]:
-        from .c2e_s2ser_net import (
+        from editmetrics.models.c2e_s2ser_net import (
             TAGS,
             from_model_image,
             to_model_image,
@@ -173,8 +173,8 @@ def train_command(pairs, out_dir, base, steps, warmup_steps, lr, weight_decay, o
     """Train C2E-S2SER (LoRA on FLUX Fill + edit-tag head) on an SPPE-style pairs file."""
     import torch
 
-    from .c2e_s2ser_net import C2ES2SER, C2EConfig, MissingWeightsError, load_base
-    from .c2e_s2ser_train import (
+    from editmetrics.models.c2e_s2ser_net import C2ES2SER, C2EConfig, MissingWeightsError, load_base
+    from editmetrics.models.c2e_s2ser_train import (
         TrainingDataError,
         read_training_pairs,
         seed_everything,

@@ -42,7 +42,7 @@ TAGS = ("object", "attribute", "global")
 # LoRA-adapted transformer learns what each one means.
 DEFAULT_TAG_TOKENS = ("<extra_id_0>", "<extra_id_1>", "<extra_id_2>")
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
-from .c2e_s2ser_layout import FILL_SUBFOLDERS  # noqa: E402 - torch-free, shared with `editmetrics models`
+from editmetrics.models.c2e_s2ser_layout import FILL_SUBFOLDERS  # noqa: E402 - torch-free, shared with `editmetrics models`
 FLUX_FILL_HINT = (
     "a local copy of black-forest-labs/FLUX.1-Fill-dev in diffusers layout (folders "
     + ", ".join(FILL_SUBFOLDERS)
@@ -555,7 +555,7 @@ def work_size(width: int, height: int, resolution: int, multiple: int) -> tuple[
 
 def to_model_image(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     """float32 HxWx3 in [0, 1] -> (1, 3, H', W') in [-1, 1] at ``size`` (w, h)."""
-    from ..images import resize
+    from editmetrics.data.images import resize
 
     if (image.shape[1], image.shape[0]) != tuple(size):
         image = resize(image.astype(np.float32), size)
@@ -564,7 +564,7 @@ def to_model_image(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
 
 def to_model_mask(mask: np.ndarray | None, size: tuple[int, int]) -> torch.Tensor:
     """bool HxW (None = whole image) -> (1, 1, H', W') float in {0, 1}."""
-    from ..images import resize_mask
+    from editmetrics.data.images import resize_mask
 
     w, h = size
     if mask is None:
@@ -580,7 +580,7 @@ def to_model_mask(mask: np.ndarray | None, size: tuple[int, int]) -> torch.Tenso
 
 def from_model_image(image: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     """(3, H', W') in [-1, 1] -> float32 HxWx3 in [0, 1] at ``size`` (w, h)."""
-    from ..images import resize
+    from editmetrics.data.images import resize
 
     arr = ((image.float().cpu().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy().astype(np.float32)
     if (arr.shape[1], arr.shape[0]) != tuple(size):

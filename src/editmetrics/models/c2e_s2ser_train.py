@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .c2e_s2ser_net import (
+from editmetrics.models.c2e_s2ser_net import (
     C2ES2SER,
     TAGS,
     Batch,
@@ -33,7 +33,7 @@ from .c2e_s2ser_net import (
     weak_tag,
 )
 
-from .c2e_s2ser_layout import CONFIG_FILE, WEIGHTS_FILE  # noqa: E402 - torch-free, shared with `editmetrics models`
+from editmetrics.models.c2e_s2ser_layout import CONFIG_FILE, WEIGHTS_FILE  # noqa: E402 - torch-free, shared with `editmetrics models`
 FORMAT = "editmetrics-c2e-s2ser"
 REQUIRED = ("source", "surrogate", "edited_surrogate", "target", "instruction")
 
@@ -52,7 +52,7 @@ class TrainItem:
 
 
 def read_training_pairs(path: str) -> list[TrainItem]:
-    from ..records import read_pairs
+    from editmetrics.data.records import read_pairs
 
     items, problems = [], []
     for rec in read_pairs(path):
@@ -88,7 +88,7 @@ def read_training_pairs(path: str) -> list[TrainItem]:
 
 def load_batch(items: list[TrainItem], resolution: int) -> Batch:
     """Decode and resize a batch (square ``resolution`` so records of any size batch together)."""
-    from ..images import load_image, load_mask
+    from editmetrics.data.images import load_image, load_mask
 
     size = (resolution, resolution)
     cols: dict[str, list] = {k: [] for k in ("source", "surrogate", "edited_surrogate", "target", "mask")}
@@ -144,7 +144,7 @@ def save_checkpoint(model: C2ES2SER, out_dir: str, step: int, training: dict) ->
 
 
 def read_checkpoint_config(ckpt_dir: str) -> dict:
-    from .c2e_s2ser_net import MissingWeightsError
+    from editmetrics.models.c2e_s2ser_net import MissingWeightsError
 
     path = os.path.expanduser(ckpt_dir or "")
     cfg, weights = os.path.join(path, CONFIG_FILE), os.path.join(path, WEIGHTS_FILE)

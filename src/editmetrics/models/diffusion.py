@@ -36,10 +36,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..hookspecs import hookimpl
-from ..images import resize, resize_mask
-from ..metric import Param
-from ..model import Model, ModelError, Weight
+from editmetrics.plugins.hookspecs import hookimpl
+from editmetrics.data.images import resize, resize_mask
+from editmetrics.contract.metric import Param
+from editmetrics.contract.model import Model, ModelError, Weight
 
 # scheduler names -> diffusers classes; the ones that inject fresh noise at
 # every step cannot reproduce the background and are refused by RwDP.

@@ -4,9 +4,9 @@ InstructPix2Pix-style dataset loaders, ``train erma`` and ``sppe`` commands.
 See docs/sppe.md. Heavy imports (torch, open_clip) happen only when used.
 """
 
-from ..hookspecs import hookimpl
-from .erma import ErmaAssessor, ErmaMetric
-from .loader import InstructPix2PixLoader, SppeLoader
+from editmetrics.plugins.hookspecs import hookimpl
+from editmetrics.sppe.erma import ErmaAssessor, ErmaMetric
+from editmetrics.sppe.loader import InstructPix2PixLoader, SppeLoader
 
 
 @hookimpl
@@ -27,7 +27,7 @@ def register_datasets(register):
 
 @hookimpl
 def register_commands(cli):
-    from .commands import sppe_group, train_erma
+    from editmetrics.sppe.commands import sppe_group, train_erma
 
     cli.commands["train"].add_command(train_erma, "erma")
     cli.add_command(sppe_group, "sppe")

@@ -6,8 +6,8 @@ import sys
 
 import click
 
-from ..metric import MetricError
-from ..options import load_cli_settings, settings_options
+from editmetrics.contract.metric import MetricError
+from editmetrics.cli.options import load_cli_settings, settings_options
 
 
 def _settings(config_path, assignments, clip):
@@ -40,7 +40,7 @@ def _settings(config_path, assignments, clip):
 def train_erma(pairs, out, label, label_map, val_fraction, epochs, patience, lr, batch_size, hidden, dropout, seed,
                device, progress, config_path, assignments, clip):
     """Train ERMA's head on frozen CLIP features (SPPE eq. 3-5)."""
-    from .train import TrainOptions, train_erma as run
+    from editmetrics.sppe.train import TrainOptions, train_erma as run
 
     settings = _settings(config_path, assignments, clip)
     opts = TrainOptions(label=label, val_fraction=val_fraction, epochs=epochs, patience=patience, lr=lr,
@@ -77,7 +77,7 @@ def sppe_group():
               help="instructpix2pix: IP2P-style folders with full-image surrogates, global edits, no labels.")
 def synth(out, photos, surrogates, instructions, size, seed, clip, layout):
     """Write a small SPPE-format set from skimage.data photographs (labels: editability_label)."""
-    from .synthetic import make_synthetic, make_synthetic_ip2p
+    from editmetrics.sppe.synthetic import make_synthetic, make_synthetic_ip2p
 
     if layout == "instructpix2pix":
         summary = make_synthetic_ip2p(out, photos=photos, instructions=instructions, size=size, seed=seed)
@@ -101,11 +101,11 @@ def synth(out, photos, surrogates, instructions, size, seed, clip, layout):
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Write the Markdown here too.")
 def table(results, label, by, bootstrap, out_path):
     """Table-4-style Markdown (SRCC, PLCC after the logistic fit, ...) of a results file."""
-    from ..plugins import get_registry
-    from ..runner import read_results
-    from ..stats import correlate_rows, metric_directions
-    from .privacy import GROUP_FIELD, with_privacy_groups
-    from .table import markdown_table
+    from editmetrics.plugins.registry import get_registry
+    from editmetrics.engine.runner import read_results
+    from editmetrics.analysis.stats import correlate_rows, metric_directions
+    from editmetrics.sppe.privacy import GROUP_FIELD, with_privacy_groups
+    from editmetrics.sppe.table import markdown_table
 
     rows = list(read_results(results))
     if by == GROUP_FIELD:

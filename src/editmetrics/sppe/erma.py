@@ -2,7 +2,7 @@
 surrogate, instruction), before any cloud edit.
 
 - Frozen CLIP image/text encoders: embeddings come from the shared feature
-  store (``editmetrics.features``), any CLIP backbone spec it accepts.
+  store (``editmetrics.engine.features``), any CLIP backbone spec it accepts.
 - Relational vector (eq. 3): f_X, f_S, f_X*f_S, f_X-f_S, |f_X-f_S|, f_T and
   cos(X,T), cos(S,T), cos(X,S) on L2-normalised features.
 - A small MLP with a sigmoid (eq. 4), trained with MSE on the editability
@@ -26,8 +26,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ..metric import Metric, MetricError, Param
-from ..model import Model, Weight
+from editmetrics.contract.metric import Metric, MetricError, Param
+from editmetrics.contract.model import Model, Weight
 
 FORMAT = "editmetrics-erma/1"
 CONFIG = "erma.json"
@@ -187,7 +187,7 @@ class ErmaMetric(Metric):
     params = {"checkpoint": Param("", "ERMA checkpoint folder (default: setting 'erma')")}
 
     def setup(self, ctx) -> None:
-        from ..features import features_for
+        from editmetrics.engine.features import features_for
 
         folder = erma_folder(self.options, ctx.settings)
         self.ckpt = ctx.service(f"erma:{os.path.abspath(os.path.expanduser(folder))}",
@@ -232,7 +232,7 @@ class ErmaAssessor(Model):
         """Load the head; CLIP features come from ``store`` (the run's feature
         store) or a new ``FeatureStore`` built from ``settings`` (default: the
         settings given to ``configure``)."""
-        from ..features import FeatureStore
+        from editmetrics.engine.features import FeatureStore
 
         settings = dict(self.settings if settings is None else settings)
         folder = self.weight_path(self.weights[0])

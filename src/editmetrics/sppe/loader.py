@@ -12,8 +12,8 @@ import os
 import warnings
 from typing import Iterator
 
-from ..records import PairsFileError
-from .privacy import GROUP_FIELD, privacy_group
+from editmetrics.data.records import PairsFileError
+from editmetrics.sppe.privacy import GROUP_FIELD, privacy_group
 
 SPPE_INDEX = "sppe.json"
 # SPPE 7-tuple (section 3.2) -> editmetrics record fields

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from ..tiny import write_open_clip
+from editmetrics.testing.tiny import write_open_clip
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "immunohistochemistry", "hubble_deep_field",
           "retina", "page", "coins", "moon", "text", "brick", "grass", "gravel", "colorwheel", "cell", "clock")
@@ -119,7 +119,7 @@ def apply_edit(image: np.ndarray, mask: np.ndarray, instruction: str) -> np.ndar
 
 def write_tiny_clip(folder: str, seed: int = 0) -> str:
     """A random tiny open_clip (real architecture, 3.4M parameters) saved as a
-    model-config JSON + safetensors; returns its backbone spec (``editmetrics.tiny``)."""
+    model-config JSON + safetensors; returns its backbone spec (``editmetrics.testing.tiny``)."""
     return write_open_clip(folder, name="tinyclip_sppe", seed=seed)
 
 
@@ -180,8 +180,8 @@ def make_synthetic(out: str, *, photos: int = 16, surrogates: int = 2, instructi
                 })
     spec = clip_spec or write_tiny_clip(os.path.join(out, "tinyclip"), seed=seed)
     if label:
-        from ..runner import score_records
-        from .loader import SppeLoader
+        from editmetrics.engine.runner import score_records
+        from editmetrics.sppe.loader import SppeLoader
 
         index = os.path.join(out, "sppe.json")
         with open(index, "w", encoding="utf-8") as fh:
@@ -199,7 +199,7 @@ def make_synthetic(out: str, *, photos: int = 16, surrogates: int = 2, instructi
                   fh, indent=1)
     with open(os.path.join(out, "editmetrics.toml"), "w", encoding="utf-8") as fh:
         fh.write(f"# settings for this synthetic set: its labels were computed with this CLIP\nclip = {json.dumps(spec)}\n")
-    from .loader import SppeLoader, write_pairs
+    from editmetrics.sppe.loader import SppeLoader, write_pairs
 
     recs = list(SppeLoader().records(out))
     n_train = write_pairs((r for r in recs if r.get("split") == "train"), os.path.join(out, "train.jsonl"))

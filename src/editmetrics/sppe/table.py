@@ -8,7 +8,7 @@ PAPER_ORDER = [("afine", "AFINE-FR"), ("ahiq", "AHIQ"), ("dists", "DISTS"), ("st
 
 
 def _base(key: str) -> str:
-    from ..scorekey import metric_name
+    from editmetrics.contract.scorekey import metric_name
 
     return metric_name(key) or key
 
@@ -75,8 +75,8 @@ def markdown_table(results: list[dict], failures: dict[str, str] | None = None) 
 
 
 def table4(results: list[dict], failures: dict[str, str] | None = None, title: str = "SPPE Table 4 layout"):
-    """The same table as an ``editmetrics.tables.Table`` (benchmark collector)."""
-    from ..tables import Column, Table
+    """The same table as an ``editmetrics.analysis.tables.Table`` (benchmark collector)."""
+    from editmetrics.analysis.tables import Column, Table
 
     failures = failures or {}
     by_key = {r["metric"]: r for r in results}

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..images import ImageLoadError, load_image
-from ..metric import MetricError
-from ..records import read_pairs
-from .erma import FORMAT, LABEL, encode_triplets, layout, make_head, save_checkpoint
+from editmetrics.data.images import ImageLoadError, load_image
+from editmetrics.contract.metric import MetricError
+from editmetrics.data.records import read_pairs
+from editmetrics.sppe.erma import FORMAT, LABEL, encode_triplets, layout, make_head, save_checkpoint
 
 
 @dataclass
@@ -113,7 +113,7 @@ def training_set(pairs: str, settings: dict, store, spec: str, opts: TrainOption
                 skipped[rec.key] = f"no {opts.label!r} label"
     labels = map_labels(labels, opts)  # stored labels only: computed ones are (1 + c) / 2 already
     if need_metric:
-        from ..runner import score_records
+        from editmetrics.engine.runner import score_records
 
         rows = score_records([{**r.fields, "id": r.key, **{f: r.path(f) for f in
                                ("source", "surrogate", "edited_surrogate", "target")}} for r in need_metric],
@@ -228,7 +228,7 @@ def _fit(z, y, opts):
 
 
 def train_erma(pairs: str, out: str, settings: dict, opts: TrainOptions | None = None) -> TrainResult:
-    from ..features import FeatureStore
+    from editmetrics.engine.features import FeatureStore
 
     opts = opts or TrainOptions()
     if os.path.exists(os.path.join(out, "erma.json")):
