@@ -62,13 +62,16 @@ def _open(path: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image
         img = Image.open(fh)
         width, height = img.size
         if max_pixels and width * height > max_pixels:
-            raise ImageLoadError(f"image too large: {width}x{height} = {width * height / 1e6:.1f} megapixels, "
-                                 f"above max_pixels = {max_pixels / 1e6:g} MP (setting max_pixels): {path}")
+            raise ImageLoadError(f"image too large: {width}x{height} = {width * height:,} pixels, above the "
+                                 f"max_pixels setting ({max_pixels:,}); not decoded: {path}")
         img.load()
     except ImageLoadError:
         fh.close()
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError,
+    except UnidentifiedImageError:
+        fh.close()
+        raise ImageLoadError(f"cannot decode image {path}: not an image file (format not recognised)") from None
+    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError,
             EOFError, MemoryError, IndexError, TypeError, struct_error) as exc:
         fh.close()
         raise ImageLoadError(f"cannot decode image {path}: {type(exc).__name__}: {exc}"[:400]) from None
