@@ -21,7 +21,7 @@ from .images import SIZE_POLICIES
 from .metric import SpecError, split_specs
 from .plugins import PluginError, UnknownNameError, get_registry
 from .records import PairsFileError
-from .results import ResultsFileError, atomic_write, check_paths, starts_with
+from .results import ResultsFileError, atomic_write, check_paths, check_replaceable, starts_with
 from .runner import RunInterrupted, Terminated, UsageError, read_results, score_file
 from .stats import summarize
 
@@ -29,6 +29,9 @@ USAGE_ERRORS = (ConfigError, SpecError, UnknownNameError, PairsFileError, UsageE
 # Exit statuses (docs/reliability.md): 0 all scored, 1 some records have
 # errors, 2 usage or I/O error, 130 Ctrl-C, 143 SIGTERM.
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+# What an earlier --csv / --summary-json of editmetrics starts with (else never replaced).
+CSV_REPLACEABLE = starts_with((b"id,category,",))
+JSON_REPLACEABLE = starts_with((b'{\n  "overall"', b'{"overall"'))
 
 
 class Group(click.Group):
@@ -143,7 +146,10 @@ def score(pairs, metric_list, out, resume, overwrite, csv_path, summary_json, de
     """Score every record of a pairs file with the given metrics."""
     check_paths({"--pairs": pairs, "--config": config_path},
                 {"--out": out, "--csv": csv_path, "--summary-json": summary_json})
-    overrides = {**parse_assignments(assignments), "clip": clip, "dino": dino, "erma": erma}
+    check_replaceable(csv_path, CSV_REPLACEABLE, "--csv", overwrite)
+    check_replaceable(summary_json, JSON_REPLACEABLE, "--summary-json", overwrite)
+    options = {"clip": clip, "dino": dino, "erma": erma}  # an option not given leaves --set's value alone
+    overrides = {**parse_assignments(assignments), **{k: v for k, v in options.items() if v is not None}}
     settings = load_settings(config_path, overrides)
     result = score_file(
         pairs, split_specs(metric_list), out, resume=resume, overwrite=overwrite, batch_size=batch_size,
@@ -158,7 +164,7 @@ def score(pairs, metric_list, out, resume, overwrite, csv_path, summary_json, de
     print_summary(summary)
     if summary_json:
         atomic_write(summary_json, json.dumps(summary, indent=2, allow_nan=True) + "\n", label="--summary-json",
-                     replaceable=starts_with((b"{",)), overwrite=overwrite)
+                     replaceable=JSON_REPLACEABLE, overwrite=overwrite)
     if csv_path:
         write_csv(lambda: read_results(out), csv_path, overwrite=overwrite)
     if failures.failed:
@@ -224,8 +230,7 @@ def write_csv(rows, path: str, overwrite: bool = False) -> None:
         scores = row.get("scores", {})
         writer.writerow([row["id"], row.get("category", ""), *[_cell(scores.get(k)) for k in keys],
                          "; ".join(f"{k}: {v}" for k, v in row.get("errors", {}).items())])
-    atomic_write(path, buffer.getvalue(), label="--csv", replaceable=starts_with((b"id,category,",)),
-                 overwrite=overwrite)
+    atomic_write(path, buffer.getvalue(), label="--csv", replaceable=CSV_REPLACEABLE, overwrite=overwrite)
 
 
 def _cell(value):

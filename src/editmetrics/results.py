@@ -501,12 +501,7 @@ def atomic_write(path: str, text: str, *, replaceable=None, label: str = "output
     output of this kind (or ``overwrite``)."""
     import tempfile
 
-    if os.path.exists(path):
-        if not os.path.isfile(path):
-            raise ResultsFileError(f"{label} {path} is not a regular file")
-        if not overwrite and replaceable is not None and not replaceable(path):
-            raise ResultsFileError(f"{label} {path} exists and was not written by editmetrics; "
-                                   "it is never overwritten (choose another path, or pass --overwrite)")
+    check_replaceable(path, replaceable, label, overwrite)
     folder = os.path.dirname(os.path.abspath(path))
     tmp = None
     try:
@@ -524,6 +519,18 @@ def atomic_write(path: str, text: str, *, replaceable=None, label: str = "output
                 os.remove(tmp)
             except OSError:
                 pass
+
+
+def check_replaceable(path: str | None, replaceable, label: str, overwrite: bool = False) -> None:
+    """Refuse (before any work) an existing ``path`` that ``atomic_write``
+    would not replace."""
+    if not path or not os.path.lexists(path):
+        return
+    if not os.path.isfile(path):
+        raise ResultsFileError(f"{label} {path} is not a regular file")
+    if not overwrite and replaceable is not None and not replaceable(path):
+        raise ResultsFileError(f"{label} {path} exists and was not written by editmetrics; "
+                               "it is never overwritten (choose another path, or pass --overwrite)")
 
 
 def starts_with(prefixes: tuple[bytes, ...]):
