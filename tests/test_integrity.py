@@ -141,7 +141,11 @@ def test_two_processes_one_file(tmp_path, sleepy_env):
     pairs, out, args = _sleepy_run(tmp_path, 25)
     first = subprocess.Popen(CLI + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=sleepy_env)
     _wait_for_lines(out, 3)
-    second = run_cli(*args, "--resume", env=sleepy_env)
+    first.send_signal(signal.SIGSTOP)  # holds the lock, mid-run, for as long as the second needs
+    try:
+        second = run_cli(*args, "--resume", env=sleepy_env)
+    finally:
+        first.send_signal(signal.SIGCONT)
     assert second.returncode == 2 and "another editmetrics process" in second.stderr
     assert f"pid {first.pid}" in second.stderr
     assert first.wait(timeout=300) == 0
