@@ -382,14 +382,16 @@ def build_report(rows: Iterable[dict], title: str = "editmetrics report", by: st
 def write_report(results: str, out: str, title: str | None = None, by: str = "category",
                  thumb_size: int = THUMB_SIZE) -> int:
     """Write the report of a results file; returns the number of records."""
+    from .results import atomic_write, check_paths, check_replaceable, starts_with
     from .runner import read_results
 
+    html_file = starts_with((b"<!DOCTYPE html", b"<!doctype html"))  # only an earlier report is replaced
+    check_paths({"RESULTS": results}, {"--out": out})
+    check_replaceable(out, html_file, "--out")
     rows = list(read_results(results))
     page = build_report(rows, title=title or f"editmetrics report: {os.path.basename(results)}", by=by,
                         thumb_size=thumb_size)
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w", encoding="utf-8") as fh:
-        fh.write(page)
+    atomic_write(out, page, replaceable=html_file, label="--out")
     return len(rows)
 
 
