@@ -1,7 +1,8 @@
 """Command line: thin commands over the Python API.
 
 Plugins add commands through the ``register_commands(cli)`` hook.
-Exit status: 0 all scores computed, 1 some records have errors, 2 usage error.
+Exit status: 0 all scores computed, 1 some records have errors, 2 usage or I/O
+error, 130 Ctrl-C, 143 SIGTERM (docs/reliability.md).
 """
 
 from __future__ import annotations
