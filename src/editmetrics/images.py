@@ -74,7 +74,7 @@ def _open(path: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image
     except (Image.DecompressionBombError, OSError, SyntaxError, ValueError,
             EOFError, MemoryError, IndexError, TypeError, struct_error) as exc:
         fh.close()
-        raise ImageLoadError(f"cannot decode image {path}: {type(exc).__name__}: {exc}"[:400]) from None
+        raise ImageLoadError(f"cannot decode image {path}: {type(exc).__name__}: {exc}"[:2000]) from None
     fh.close()  # load() read every pixel: the file is no longer needed
     try:
         ImageOps.exif_transpose(img, in_place=True)  # in place: no copy when upright

@@ -108,13 +108,24 @@ def weight_fingerprints(settings: dict[str, Any]) -> dict[str, dict[str, str]]:
         for candidate in (value, value.split(":", 1)[-1]):
             path = os.path.expanduser(candidate)
             try:
-                if not (os.path.isfile(path) or os.path.isdir(path)):
+                if not (os.path.isfile(path) or (os.path.isdir(path) and _small_folder(path))):
                     continue
                 out[key] = {"path": os.path.abspath(path), "fingerprint": fingerprint(path)}
             except (OSError, ValueError):
                 continue
             break
     return out
+
+
+def _small_folder(path: str, limit: int = 256) -> bool:
+    """A weights folder, not a data tree: at most ``limit`` files (a setting
+    such as ``weights_dir=.`` must not make a run read the whole disk)."""
+    count = 0
+    for _root, _dirs, names in os.walk(path):
+        count += len(names)
+        if count > limit:
+            return False
+    return True
 
 
 def make_header(kind: str, pairs: str, pairs_sha256: str, records: int, **fields: Any) -> dict:

@@ -157,7 +157,7 @@ class _Producer:
                     job.error = f"field {name!r} could not be loaded: {exc}"
                     return job
                 except Exception as exc:  # noqa: BLE001 - one record's problem
-                    job.error = f"field {name!r} could not be loaded: {type(exc).__name__}: {exc}"[:400]
+                    job.error = f"field {name!r} could not be loaded: {type(exc).__name__}: {exc}"[:2000]
                     return job
             else:
                 value = record.fields.get(name)

@@ -232,7 +232,7 @@ class Scorer:
             except ImageLoadError as exc:
                 loaded.errors[name] = str(exc)
             except Exception as exc:  # noqa: BLE001 - e.g. an image mode PIL cannot convert: one record's problem
-                loaded.errors[name] = f"cannot decode image {path}: {type(exc).__name__}: {exc}"[:400]
+                loaded.errors[name] = f"cannot decode image {path}: {type(exc).__name__}: {exc}"[:2000]
         return loaded
 
     def score(self, batch: list[LoadedRecord]) -> list[dict]:
@@ -339,7 +339,7 @@ def _reason(exc: BaseException) -> str:
         text = str(exc) if isinstance(exc, MetricError) else f"{type(exc).__name__}: {exc}"
     except Exception:  # noqa: BLE001 - an exception whose __str__ fails
         text = type(exc).__name__
-    return text if len(text) <= 500 else text[:497] + "..."
+    return text if len(text) <= 4000 else text[:3997] + "..."  # a reason, not a dump
 
 
 # ---------------------------------------------------------------------------
