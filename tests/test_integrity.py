@@ -245,8 +245,6 @@ def test_output_input_collisions_are_refused(tmp_path):
 
 def test_run_out_dir_collisions(tmp_path):
     pairs = make_pairs(str(tmp_path))
-    res = CliRunner().invoke(cli, ["run", "identity", "--pairs", pairs, "--out-dir", str(tmp_path)]) \
-        if "run" in cli.commands else None
     from editmetrics.run import run_model
     from editmetrics.runner import UsageError
 
@@ -259,7 +257,8 @@ def test_run_out_dir_collisions(tmp_path):
     with pytest.raises(UsageError, match="where this run writes its images"):
         run_model("identity", inside, str(tmp_path / "d"))
     assert open(pairs, "rb").read() == before
-    del res
+    proc = run_cli("run", "identity", "--pairs", pairs, "--out-dir", str(tmp_path))
+    assert proc.returncode == 2 and "same file" in proc.stderr and open(pairs, "rb").read() == before
 
 
 def test_check_paths_symlink(tmp_path):
