@@ -184,7 +184,8 @@ def sleepy_env(tmp_path_factory):
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: sleepy-em-plugin\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text("[editmetrics]\nsleepy = sleepy_em_plugin\n")
-    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+                EDITMETRICS_LOAD_PLUGINS="sleepy")  # no other third-party plugin (and its warnings)
 
 
 def _sleepy_run(tmp_path, n):
