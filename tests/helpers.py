@@ -34,8 +34,10 @@ def write_pairs(path: str, records: list[dict]) -> str:
 
 
 def read_jsonl(path: str) -> list[dict]:
+    """Every JSON line of a file, the run header of a results file left out."""
     with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+        rows = [json.loads(line) for line in fh if line.strip()]
+    return [row for row in rows if list(row) != ["editmetrics_run"]]
 
 
 # Environment variables that change which plugins a process loads: a call that

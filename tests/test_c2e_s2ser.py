@@ -434,7 +434,7 @@ def test_editmetrics_run_writes_recovered_images_of_source_size(trained, tmp_pat
                        settings=settings, registry=registry, progress=False)
     assert result.written == 3 and result.failed_records == 0
     with open(tmp_path / "pairs.jsonl", encoding="utf-8") as fh:
-        rows = [json.loads(line) for line in fh]
+        rows = [json.loads(line) for line in fh][1:]  # line 1: the run header
     for row in rows:
         out = Image.open(tmp_path / row["edited"])
         src = Image.open(os.path.join(os.path.dirname(trained["pairs"]), os.path.basename(row["source"])))

@@ -134,8 +134,8 @@ def test_resume_drops_torn_line_and_skips_done(tmp_path):
     out = tmp_path / "o"
     run_model("noise", pairs, str(out), seed=3)
     first = (out / "pairs.jsonl").read_text().splitlines(keepends=True)
-    # a crash while writing the third line: two complete lines and a torn one
-    (out / "pairs.jsonl").write_text(first[0] + first[1] + first[2][:25])
+    # a crash while writing the third row: the run header, two complete rows and a torn one
+    (out / "pairs.jsonl").write_text(first[0] + first[1] + first[2] + first[3][:25])
     with pytest.raises(UsageError):
         run_model("noise", pairs, str(out), seed=3)  # never overwrites without --resume
     with pytest.raises(UsageError, match="seed"):

@@ -72,8 +72,9 @@ def page(page_path) -> str:
 
 
 def _rows(results):
-    with open(results, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh]
+    from editmetrics.engine.runner import read_results
+
+    return list(read_results(results))
 
 
 def test_untrusted_text_is_escaped(page):

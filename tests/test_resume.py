@@ -33,13 +33,13 @@ def test_sigkill_then_resume(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline:
-        if out.exists() and out.read_bytes().count(b"\n") >= 3:
+        if out.exists() and out.read_bytes().count(b"\n") >= 4:  # the run header + 3 rows
             break
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     before = out.read_bytes()
-    done_before = before.count(b"\n")
+    done_before = before.count(b"\n") - 1  # the first line is the run header
     assert 3 <= done_before < N, "the run must be killed midway"
     # simulate a kill in the middle of writing a line
     with open(out, "ab") as fh:
@@ -49,7 +49,9 @@ def test_sigkill_then_resume(tmp_path):
     assert f"({N - done_before} scored now, {done_before} already there)" in result.stdout
     text = out.read_text()
     assert text.endswith("\n") and text.encode().startswith(before)
-    rows = [json.loads(line) for line in text.splitlines()]  # every line is valid JSON
+    lines = [json.loads(line) for line in text.splitlines()]  # every line is valid JSON
+    assert list(lines[0]) == ["editmetrics_run"]
+    rows = lines[1:]
     assert sorted(r["id"] for r in rows) == sorted(f"r{i}" for i in range(N))
     assert all(r["errors"] == {} for r in rows)
     # resuming a finished run scores nothing and duplicates nothing
@@ -61,9 +63,8 @@ def test_sigkill_then_resume(tmp_path):
 def test_existing_output_is_never_overwritten(tmp_path):
     pairs = make_pairs(tmp_path)
     out = tmp_path / "out.jsonl"
-    out.write_text('{"id": "r0", "scores": {"psnr": 1.0}, "errors": {}}\n')
-    proc = run_cli("score", "--pairs", pairs, "--metrics", "psnr", "--out", str(out))
-    assert proc.returncode == 2 and "pass --resume" in proc.stderr
-    proc = run_cli("score", "--pairs", pairs, "--metrics", "ssim", "--out", str(out), "--resume")
-    assert proc.returncode == 2 and "written with other metrics" in proc.stderr
+    out.write_text('{"id": "r0", "scores": {"psnr": 1.0}, "errors": {}}\n')  # no run header
+    for extra in ([], ["--resume"], ["--overwrite"]):
+        proc = run_cli("score", "--pairs", pairs, "--metrics", "psnr", "--out", str(out), *extra)
+        assert proc.returncode == 2 and "not an editmetrics results file" in proc.stderr
     assert out.read_text() == '{"id": "r0", "scores": {"psnr": 1.0}, "errors": {}}\n'

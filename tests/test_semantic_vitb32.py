@@ -51,7 +51,7 @@ def test_vitb32_file_agrees_with_open_clip(vitb32, tmp_path):
         "--clip", f"ViT-B-32:{path}", "--no-progress",
     ])
     assert result.exit_code == 0, result.output
-    row = json.loads(out.read_text().splitlines()[0])
+    row = json.loads(out.read_text().splitlines()[1])  # line 1 is the run header
     assert row["errors"] == {}
 
     def emb(name):

@@ -41,7 +41,7 @@ def test_missing_weights_one_clear_error_per_metric(pairs, monkeypatch):
         "--out", str(out), "--set", f"weights_dir={wdir}", "--set", "allow_download=true", "--no-progress",
     ])
     assert result.exit_code == 1, result.output  # some scores missing
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    rows = [json.loads(line) for line in out.read_text().splitlines()][1:]  # line 1: the run header
     assert len(rows) == 3
     for row in rows:
         assert row["scores"]["psnr"] is not None

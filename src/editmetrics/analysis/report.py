@@ -281,9 +281,13 @@ def write_report(results: str | Sequence[str], out: str, title: str | None = Non
     """Write the report of one results file, or the comparison of several;
     returns the number of records (distinct ids)."""
     from editmetrics.analysis.compare import run_labels
+    from editmetrics.engine.results import atomic_write, check_paths, check_replaceable, starts_with
     from editmetrics.engine.runner import read_results
 
     paths = [results] if isinstance(results, str) else list(results)
+    html_file = starts_with((b"<!DOCTYPE html", b"<!doctype html"))  # only an earlier report is replaced
+    check_paths({f"RESULTS {i + 1}": p for i, p in enumerate(paths)}, {"--out": out})
+    check_replaceable(out, html_file, "--out")
     if len(paths) == 1:
         rows: Any = list(read_results(paths[0]))
         n = len(rows)
@@ -294,9 +298,7 @@ def write_report(results: str | Sequence[str], out: str, title: str | None = Non
         default_title = "editmetrics comparison: " + ", ".join(os.path.basename(p) for p in paths)
     page = build_report(rows, title=title or default_title, by=by, thumb_size=thumb_size, full_size=full_size,
                         paths=paths)
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w", encoding="utf-8") as fh:
-        fh.write(page)
+    atomic_write(out, page, replaceable=html_file, label="--out")
     return n
 
 

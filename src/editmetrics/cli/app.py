@@ -1,40 +1,85 @@
 """Command line: thin commands over the Python API.
 
 Plugins add commands through the ``register_commands(cli)`` hook.
-Exit status: 0 all scores computed, 1 some records have errors, 2 usage error.
+Exit status: 0 all scores computed, 1 some records have errors, 2 usage or I/O
+error, 130 Ctrl-C, 143 SIGTERM (docs/reliability.md).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
+import signal
 import sys
+from collections import Counter
 
 import click
 
 from editmetrics import __version__
-from editmetrics.engine.config import ConfigError
-from editmetrics.cli.options import load_cli_settings, settings_options
-from editmetrics.data.images import SIZE_POLICIES
-from editmetrics.contract.metric import SpecError, split_specs
-from editmetrics.plugins.registry import PluginError, UnknownNameError, get_registry
-from editmetrics.engine.ray_executor import executor_options, make_executor
-from editmetrics.data.records import PairsFileError
-from editmetrics.engine.runner import UsageError, read_results, score_file
 from editmetrics.analysis.stats import summarize
+from editmetrics.cli.options import load_cli_settings, settings_options
+from editmetrics.contract.metric import SpecError, split_specs
+from editmetrics.data.images import SIZE_POLICIES
+from editmetrics.data.records import PairsFileError
+from editmetrics.engine.config import ConfigError
+from editmetrics.engine.ray_executor import executor_options, make_executor
+from editmetrics.engine.results import ResultsFileError, atomic_write, check_paths, check_replaceable, starts_with
+from editmetrics.engine.runner import RunInterrupted, Terminated, UsageError, read_results, score_file
+from editmetrics.plugins.registry import PluginError, UnknownNameError, get_registry
 
-USAGE_ERRORS = (ConfigError, SpecError, UnknownNameError, PairsFileError, UsageError, PluginError)
+USAGE_ERRORS = (ConfigError, SpecError, UnknownNameError, PairsFileError, UsageError, PluginError, ResultsFileError)
+# Exit statuses (docs/reliability.md): 0 all scored, 1 some records have
+# errors, 2 usage or I/O error, 130 Ctrl-C, 143 SIGTERM.
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+# What an earlier --csv / --summary-json of editmetrics starts with (else never replaced).
+CSV_REPLACEABLE = starts_with((b"id,category,",))
+JSON_REPLACEABLE = starts_with((b'{\n  "overall"', b'{"overall"'))
 
 
 class Group(click.Group):
-    """Turns known usage errors into exit status 2 with one clear line."""
+    """Turns known usage errors and I/O failures into exit status 2 with one
+    clear line, and Ctrl-C / SIGTERM into one line and 130 / 143."""
 
     def invoke(self, ctx):
+        _warn_failed_plugins()
+        previous = _on_sigterm()
         try:
             return super().invoke(ctx)
         except USAGE_ERRORS as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(2)
+        except RunInterrupted as exc:
+            click.echo(str(exc), err=True)
+            sys.exit(exc.status)
+        except KeyboardInterrupt as exc:
+            click.echo("interrupted", err=True)
+            sys.exit(EXIT_SIGTERM if isinstance(exc, Terminated) else EXIT_SIGINT)
+        except OSError as exc:  # disk full, read-only folder, permission: one line, not a traceback
+            where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+            click.echo(f"Error: I/O failure{where}: {exc.strerror or exc}", err=True)
+            sys.exit(2)
+        finally:
+            _restore_sigterm(previous)
+
+
+def _on_sigterm():
+    """SIGTERM stops a command like Ctrl-C (main thread only)."""
+    def handler(signum, frame):
+        raise Terminated()
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. a test runner's worker)
+        return None
+
+
+def _restore_sigterm(previous) -> None:
+    if previous is not None:
+        try:
+            signal.signal(signal.SIGTERM, previous)
+        except ValueError:
+            pass
 
 
 @click.group(cls=Group)
@@ -70,14 +115,22 @@ def print_summary(summary: dict) -> None:
 
     table(summary["overall"], "Summary (mean with 95% bootstrap interval):")
     for group, stats in summary.get("groups", {}).items():
-        table(stats, f"{summary['by']} = {group}:")
+        table(stats, _printable(f"{summary['by']} = {group}:"))
+
+
+def _printable(text: str) -> str:
+    """Text any terminal encoding can print (unpaired surrogates escaped)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @cli.command()
 @click.option("--pairs", required=True, type=click.Path(dir_okay=False), help="Pairs file (.jsonl or .csv).")
 @click.option("--metrics", "metric_list", required=True, help="Comma-separated metric specs, e.g. psnr,ssim@target.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output JSON Lines file (append-only).")
-@click.option("--resume", is_flag=True, help="Continue an interrupted run: skip ids already in --out.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run (same pairs, metrics and settings): "
+              "skip ids already in --out.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out results file (and --csv/--summary-json files "
+              "not written by editmetrics).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write a flat CSV table of the scores.")
 @click.option("--summary-json", type=click.Path(dir_okay=False), help="Write the summary statistics as JSON.")
 @click.option("--device", default="cpu", show_default=True, help="torch device for model-based metrics.")
@@ -91,45 +144,95 @@ def print_summary(summary: dict) -> None:
 @click.option("--dino", help="DINO backbone spec (setting 'dino', env EDITMETRICS_DINO).")
 @click.option("--erma", help="ERMA checkpoint folder (setting 'erma', env EDITMETRICS_ERMA).")
 @executor_options
-def score(pairs, metric_list, out, resume, csv_path, summary_json, device, batch_size, size_policy, by, progress,
-          config_path, assignments, clip, dino, erma, executor, ray_address):
+def score(pairs, metric_list, out, resume, overwrite, csv_path, summary_json, device, batch_size, size_policy, by,
+          progress, config_path, assignments, clip, dino, erma, executor, ray_address):
     """Score every record of a pairs file with the given metrics."""
+    check_paths({"--pairs": pairs, "--config": config_path},
+                {"--out": out, "--csv": csv_path, "--summary-json": summary_json})
+    check_replaceable(csv_path, CSV_REPLACEABLE, "--csv", overwrite)
+    check_replaceable(summary_json, JSON_REPLACEABLE, "--summary-json", overwrite)
     settings = load_cli_settings(config_path, assignments, clip=clip, dino=dino, erma=erma)
     result = score_file(
-        pairs, split_specs(metric_list), out, resume=resume, batch_size=batch_size, device=device,
-        size_policy=size_policy, progress=progress, settings=settings,
+        pairs, split_specs(metric_list), out, resume=resume, overwrite=overwrite, batch_size=batch_size,
+        device=device, size_policy=size_policy, progress=progress, settings=settings,
+        other_outputs={"--csv": csv_path, "--summary-json": summary_json},
         executor=make_executor(executor, ray_address, settings),
     )
-    rows = list(read_results(out))
-    summary = summarize(rows, by=by)
-    click.echo(f"{len(rows)} records in {out} ({result.written} scored now, {result.skipped} already there)")
+    for note in result.notes:
+        click.echo(note, err=True)
+    failures = FailureTally()
+    summary = summarize(failures.watch(read_results(out)), by=by)  # streamed: memory stays flat
+    click.echo(f"{failures.rows} records in {out} ({result.written} scored now, {result.skipped} already there)")
     print_summary(summary)
     if summary_json:
-        with open(summary_json, "w", encoding="utf-8") as fh:
-            json.dump(summary, fh, indent=2, allow_nan=True)
+        atomic_write(summary_json, json.dumps(summary, indent=2, allow_nan=True) + "\n", label="--summary-json",
+                     replaceable=JSON_REPLACEABLE, overwrite=overwrite)
     if csv_path:
-        write_csv(rows, csv_path)
-    failed = sum(1 for row in rows if row.get("errors"))
-    if failed:
-        click.echo(f"{failed} record(s) have errors; see the 'errors' field in {out}", err=True)
+        write_csv(lambda: read_results(out), csv_path, overwrite=overwrite)
+    if failures.failed:
+        click.echo(failures.message(out), err=True)
         sys.exit(1)
 
 
-def write_csv(rows: list[dict], path: str) -> None:
-    import csv
+class FailureTally:
+    """Counts, while rows stream past, the records with errors and per score
+    key the failures and their most frequent reason (for the end-of-run line)."""
 
+    def __init__(self):
+        self.rows = 0
+        self.failed = 0
+        self.reasons: dict[str, Counter] = {}
+
+    def watch(self, rows):
+        for row in rows:
+            self.rows += 1
+            errors = row.get("errors") or {}
+            if errors:
+                self.failed += 1
+            for key, value in (row.get("scores") or {}).items():
+                if value is None and key in errors:
+                    self.reasons.setdefault(key, Counter())[_reason_kind(errors[key])] += 1
+            yield row
+
+    def message(self, out: str) -> str:
+        parts = []
+        for key, counter in self.reasons.items():
+            reason, count = counter.most_common(1)[0]
+            parts.append(f"  {key}: {sum(counter.values())} failed; most often ({count}x): {reason}")
+        lines = [f"{self.failed} record(s) have errors; see the 'errors' field in {out}"] + parts
+        return "\n".join(lines)
+
+
+_PATHS = re.compile(r"(?:[A-Za-z]:)?(?:/[^\s'\",:;()]+)+")
+
+
+def _reason_kind(text) -> str:
+    """An error message with its paths replaced, so that the same failure on
+    different files counts as one reason."""
+    text = _PATHS.sub("<path>", str(text))
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def write_csv(rows, path: str, overwrite: bool = False) -> None:
+    """A flat CSV of the scores, written atomically. ``rows``: a list, or a
+    callable returning a fresh iterator (two streamed passes: keys, then rows)."""
+    import csv
+    import io
+
+    fresh = rows if callable(rows) else (lambda: rows)
     keys: list[str] = []
-    for row in rows:
+    for row in fresh():
         for key in row.get("scores", {}):
             if key not in keys:
                 keys.append(key)
-    with open(path, "w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["id", "category", *keys, "errors"])
-        for row in rows:
-            scores = row.get("scores", {})
-            writer.writerow([row["id"], row.get("category", ""), *[_cell(scores.get(k)) for k in keys],
-                             "; ".join(f"{k}: {v}" for k, v in row.get("errors", {}).items())])
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["id", "category", *keys, "errors"])
+    for row in fresh():
+        scores = row.get("scores", {})
+        writer.writerow([row["id"], row.get("category", ""), *[_cell(scores.get(k)) for k in keys],
+                         "; ".join(f"{k}: {v}" for k, v in row.get("errors", {}).items())])
+    atomic_write(path, buffer.getvalue(), label="--csv", replaceable=CSV_REPLACEABLE, overwrite=overwrite)
 
 
 def _cell(value):
@@ -255,8 +358,19 @@ def metrics_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+_warned = False
+
+
 def _warn_failed_plugins() -> None:
-    failed = [p for p in get_registry().plugins.values() if p.error]
+    """Once per process, on stderr: every plugin that failed to load."""
+    global _warned
+    if _warned:
+        return
+    _warned = True
+    try:
+        failed = [p for p in get_registry().plugins.values() if p.error]
+    except PluginError:
+        return  # strict mode: reported as an error by the command itself
     for info in failed:
         click.echo(f"warning: plugin {info.name!r} failed to load: {info.error}", err=True)
 

@@ -17,9 +17,12 @@ down in ``docs/conventions.md``:
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 
 import numpy as np
+from struct import error as struct_error
+
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 ALPHA_BACKGROUND = 1.0  # white
@@ -30,16 +33,49 @@ class ImageLoadError(Exception):
     """An image file is missing or cannot be decoded."""
 
 
-def _open(path: str) -> Image.Image:
-    if not os.path.exists(path):
-        raise ImageLoadError(f"missing file: {path}")
-    if os.path.isdir(path):
-        raise ImageLoadError(f"is a directory, not an image: {path}")
+DEFAULT_MAX_PIXELS = 100_000_000  # setting ``max_pixels``: 8K photographs are 33 MP
+
+
+def _open(path: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open and decode one image file. Only regular files are opened (a FIFO
+    or device would block or never end), and the size is checked from the
+    header before any pixel is decoded (decompression bombs cost nothing)."""
     try:
-        img = Image.open(path)
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ImageLoadError(f"missing file: {path}") from None
+    except (OSError, ValueError) as exc:  # permission, name too long, NUL or lone surrogate in the name
+        raise ImageLoadError(f"cannot access {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ImageLoadError(f"is a directory, not an image: {path}")
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageLoadError(f"not a regular file (FIFO, device or socket): {path}")
+    try:
+        # O_NONBLOCK: if the path was swapped for a FIFO after the stat, open does not wait
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise ImageLoadError(f"cannot open {path}: {exc.strerror or exc}") from None
+    fh = os.fdopen(fd, "rb")
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ImageLoadError(f"not a regular file (FIFO, device or socket): {path}")
+        img = Image.open(fh)
+        width, height = img.size
+        if max_pixels and width * height > max_pixels:
+            raise ImageLoadError(f"image too large: {width}x{height} = {width * height:,} pixels, above the "
+                                 f"max_pixels setting ({max_pixels:,}); not decoded: {path}")
         img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageLoadError(f"cannot decode image {path}: {exc}") from None
+    except ImageLoadError:
+        fh.close()
+        raise
+    except UnidentifiedImageError:
+        fh.close()
+        raise ImageLoadError(f"cannot decode image {path}: not an image file (format not recognised)") from None
+    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError,
+            EOFError, MemoryError, IndexError, TypeError, struct_error) as exc:
+        fh.close()
+        raise ImageLoadError(f"cannot decode image {path}: {type(exc).__name__}: {exc}"[:2000]) from None
+    fh.close()  # load() read every pixel: the file is no longer needed
     try:
         ImageOps.exif_transpose(img, in_place=True)  # in place: no copy when upright
         return img
@@ -93,18 +129,18 @@ def _scaled(img: Image.Image, scale: float) -> np.ndarray:
     return np.divide(arr, np.float32(scale), out=arr)
 
 
-def load_image(path: str) -> np.ndarray:
+def load_image(path: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode one image file to float32 RGB (H, W, 3) in [0, 1]."""
-    return to_float_rgb(_open(path))
+    return to_float_rgb(_open(path, max_pixels))
 
 
-def load_mask(path: str) -> np.ndarray:
+def load_mask(path: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode a mask file: True where any channel is non-zero (the edit region).
 
     Transparency is ignored for masks: a pixel counts as edited by its colour
     values alone, so an RGBA mask painted on a transparent layer works too.
     """
-    img = _open(path)
+    img = _open(path, max_pixels)
     if img.mode == "P":
         img = img.convert("RGB")
     elif img.mode in ("LA", "La"):

@@ -14,9 +14,10 @@ record once, in input order, with
 - ``error``: why the model produced nothing for this record (and no output
   field), when that happened. The run goes on.
 
-The output file is append-only and resumable exactly like ``score``'s
-(``runner.prepare_output``: ids already there are skipped, a torn last line is
-dropped). Images are decoded by ``editmetrics.data.images`` in worker threads
+The output file is append-only, locked and resumable exactly like ``score``'s
+(``results.ResultsWriter``: a run header first; ``--resume`` continues only
+the same model, parameters, seed, settings and pairs file; ids already there
+are skipped, a torn last line is dropped). Images are decoded by ``editmetrics.data.images`` in worker threads
 ahead of the model (``runner.InProcessExecutor``).
 """
 
@@ -35,12 +36,13 @@ import click
 import numpy as np
 from PIL import Image
 
-from editmetrics.plugins.hookspecs import hookimpl
-from editmetrics.data.images import ImageLoadError, load_image, load_mask, to_pil
 from editmetrics.contract.model import Model, ModelError
-from editmetrics.plugins.registry import Registry, get_registry
+from editmetrics.data.images import ImageLoadError, load_image, load_mask, to_pil
 from editmetrics.data.records import IMAGE_FIELDS, MASK_FIELDS, EditRecord, read_pairs
-from editmetrics.engine.runner import InProcessExecutor, UsageError, append_rows, prepare_output, read_results
+from editmetrics.engine.results import ResultsWriter, check_paths, make_header, score_affecting_settings
+from editmetrics.engine.runner import InProcessExecutor, UsageError, max_pixels_setting, read_results, write_rows
+from editmetrics.plugins.hookspecs import hookimpl
+from editmetrics.plugins.registry import Registry, get_registry
 
 OUT_NAME = "pairs.jsonl"
 IMAGE_DIR = "images"
@@ -123,8 +125,9 @@ class _Producer:
     """Decodes a record's inputs (``load``, thread-safe) and runs the model on
     them (``produce``, in the caller's thread); builds the output rows."""
 
-    def __init__(self, model: Model, out_dir: str, seed: int, meta: dict[str, Any]):
+    def __init__(self, model: Model, out_dir: str, seed: int, meta: dict[str, Any], max_pixels: int | None = None):
         self.model = model
+        self.max_pixels = max_pixels
         self.out_dir = out_dir
         self.seed = seed
         self.meta = meta
@@ -146,9 +149,15 @@ class _Producer:
                         return job
                     continue
                 try:
-                    job.inputs[name] = load_mask(path) if name in MASK_FIELDS else load_image(path)
+                    if name in MASK_FIELDS:
+                        job.inputs[name] = load_mask(path, self.max_pixels)
+                    else:
+                        job.inputs[name] = load_image(path, self.max_pixels)
                 except ImageLoadError as exc:
                     job.error = f"field {name!r} could not be loaded: {exc}"
+                    return job
+                except Exception as exc:  # noqa: BLE001 - one record's problem
+                    job.error = f"field {name!r} could not be loaded: {type(exc).__name__}: {exc}"[:2000]
                     return job
             else:
                 value = record.fields.get(name)
@@ -180,7 +189,7 @@ class _Producer:
             try:
                 result = self.model.predict(job.inputs, seed=seed)
                 outputs = self._write_outputs(record, result)
-            except Exception as exc:  # noqa: BLE001 - a model failure is per record
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - a model failure is per record
                 error = str(exc) if isinstance(exc, ModelError) else f"{type(exc).__name__}: {exc}"
             else:
                 row.update(outputs)
@@ -250,19 +259,6 @@ def _jsonable(value):
     return value
 
 
-def _check_same_run(out: str, meta: dict) -> None:
-    """--resume continues a run of the same model and parameters only."""
-    for row in read_results(out):
-        old = row.get("model_run") or {}
-        for key in ("model", "params", "seed"):
-            if old.get(key) != meta[key]:
-                raise UsageError(
-                    f"{out} was written with {key} {old.get(key)!r}, this run has {meta[key]!r}; "
-                    "use another --out-dir"
-                )
-        return
-
-
 def run_model(
     model: str | Model,
     pairs: str,
@@ -270,6 +266,7 @@ def run_model(
     *,
     seed: int = 0,
     resume: bool = False,
+    overwrite: bool = False,
     assignments: dict[str, Any] | None = None,
     settings: dict[str, Any] | None = None,
     device: str = "cpu",
@@ -279,18 +276,25 @@ def run_model(
     executor: Any = None,
 ) -> ModelRunResult:
     """Run a model over a pairs file into ``out_dir/pairs.jsonl`` (see the module docstring)."""
+    from editmetrics.data.records import scan_pairs
+
     registry = registry or get_registry()
     if isinstance(model, str):
         model = build_model(model, assignments, settings, registry)
     elif settings:
         model.configure(settings)
-    records = list(read_pairs(pairs))  # validates ids and format before any work
-    os.makedirs(out_dir, exist_ok=True)
     out = os.path.join(out_dir, OUT_NAME)
-    try:
-        done = prepare_output(out, resume, [])
-    except UsageError as exc:
-        raise UsageError(str(exc).replace("choose another --out", "choose another --out-dir")) from None
+    check_paths({"--pairs": pairs}, {"--out-dir pairs file": out})
+    images_dir = os.path.join(os.path.realpath(os.path.abspath(out_dir)), IMAGE_DIR) + os.sep
+
+    def no_input_in_images_dir(record: EditRecord) -> None:
+        for name in IMAGE_FIELDS + MASK_FIELDS:
+            path = record.path(name) if not record.error else None
+            if path and os.path.realpath(path).startswith(images_dir):
+                raise UsageError(f"record {record.key!r}: its {name!r} image {path} lies in {images_dir}, where "
+                                 "this run writes its images; choose another --out-dir")
+
+    scan = scan_pairs(pairs, check=no_input_in_images_dir)
     meta = {
         "model": model.id,
         "kind": model.kind,
@@ -299,29 +303,50 @@ def run_model(
         "seed": seed,
         "device": device,
     }
-    if done:
-        _check_same_run(out, meta)
-    todo = [r for r in records if r.key not in done]
-    written = failed = 0
-    if todo:
-        weights = model.require_weights() if model.weights else {}
-        if model.weights_present() is False:  # weights the model locates itself (e.g. from a parameter)
-            missing = [w for w in model.weights if w.name not in weights]
-            raise ModelError(f"model {model.id!r}: weights missing: "
-                             + "; ".join(f"{w.name!r} ({w.hint})" for w in missing))
-        meta["weights"] = {name: {"path": os.path.abspath(path), "fingerprint": fingerprint(path)}
-                           for name, path in weights.items()}
-        if executor is not None:  # e.g. Ray: each worker loads its own copy of the model
-            from editmetrics.engine.ray_executor import ModelFactory
+    header = make_header("model_run", pairs, scan.sha256, scan.records, model=model.id,
+                         params=meta["params"], seed=seed,
+                         settings=score_affecting_settings({**(settings or {}), "device": device}),
+                         plugins={name: info.version for name, info in sorted(registry.plugins.items())})
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create --out-dir {out_dir}: {exc.strerror or exc}") from None
+    with ResultsWriter(out, header, resume=resume, overwrite=overwrite, option="--out-dir") as writer:
+        done = writer.done
+        todo = max(0, scan.records - len(done))
+        skipped = [0]
 
-            factory = ModelFactory(model, device, os.path.abspath(out_dir), seed, meta)
-            rows = executor.run_factory(factory, todo, 1, device=device)
+        def records():
+            for record in read_pairs(pairs):
+                if record.key in done:
+                    skipped[0] += 1
+                else:
+                    yield record
+
+        failed = 0
+        if todo:
+            weights = model.require_weights() if model.weights else {}
+            if model.weights_present() is False:  # weights the model locates itself (e.g. from a parameter)
+                missing = [w for w in model.weights if w.name not in weights]
+                raise ModelError(f"model {model.id!r}: weights missing: "
+                                 + "; ".join(f"{w.name!r} ({w.hint})" for w in missing))
+            meta["weights"] = {name: {"path": os.path.abspath(path), "fingerprint": fingerprint(path)}
+                               for name, path in weights.items()}
+            if executor is not None:  # e.g. Ray: each worker loads its own copy of the model
+                from editmetrics.engine.ray_executor import ModelFactory
+
+                factory = ModelFactory(model, device, os.path.abspath(out_dir), seed, meta)
+                rows = executor.run_factory(factory, records(), 1, device=device)
+            else:
+                model.load(device)
+                producer = _Producer(model, os.path.abspath(out_dir), seed, meta,
+                                     max_pixels_setting(settings))
+                rows = InProcessExecutor().run(producer.load, producer.produce, records(), 1)
+            failed = write_rows(writer, rows, todo, lambda row: "error" in row, progress, on_row, "running")
         else:
-            model.load(device)
-            producer = _Producer(model, os.path.abspath(out_dir), seed, meta)
-            rows = InProcessExecutor().run(producer.load, producer.produce, todo, 1)
-        written, failed = append_rows(out, rows, len(todo), lambda row: "error" in row, progress, on_row, "running")
-    return ModelRunResult(out=out, written=written, skipped=len(records) - len(todo), failed_records=failed)
+            skipped[0] = scan.records
+        writer_written = writer.written
+    return ModelRunResult(out=out, written=writer_written, skipped=skipped[0], failed_records=failed)
 
 
 def _plugin_of(registry: Registry, model_id: str) -> str | None:
@@ -354,11 +379,12 @@ def register_commands(cli):
                   help="Output folder: pairs.jsonl and images/.")
     @click.option("--seed", default=0, show_default=True, type=int, help="Run seed (each record's seed derives from it).")
     @click.option("--resume", is_flag=True, help="Continue an interrupted run: skip ids already in OUT_DIR/pairs.jsonl.")
+    @click.option("--overwrite", is_flag=True, help="Replace an existing OUT_DIR/pairs.jsonl of an earlier run.")
     @settings_options  # --set also takes a model parameter (see `editmetrics models --json`)
     @click.option("--device", default="cpu", show_default=True, help="torch device for model inference.")
     @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
     @executor_options
-    def run_command(model_id, pairs, out_dir, seed, resume, assignments, config_path, device, progress,
+    def run_command(model_id, pairs, out_dir, seed, resume, overwrite, assignments, config_path, device, progress,
                     executor, ray_address):
         """Run MODEL over a pairs file; writes OUT_DIR/pairs.jsonl for `editmetrics score`."""
         registry = get_registry()
@@ -367,14 +393,16 @@ def register_commands(cli):
         settings = load_settings(config_path, {k: v for k, v in assigned.items() if k not in cls.params})
         try:
             model = build_model(model_id, assigned, settings, registry)
-            result = run_model(model, pairs, out_dir, seed=seed, resume=resume, device=device,
+            result = run_model(model, pairs, out_dir, seed=seed, resume=resume, overwrite=overwrite, device=device,
                                registry=registry, progress=progress,
                                executor=make_executor(executor, ray_address, settings))
         except ModelError as exc:  # weights missing, load failure: nothing can be produced
             raise UsageError(str(exc)) from None
-        rows = list(read_results(result.out))
-        failed = sum(1 for row in rows if "error" in row)
-        click.echo(f"{len(rows)} records in {result.out} ({result.written} produced now, "
+        total = failed = 0
+        for row in read_results(result.out):  # streamed: memory stays flat
+            total += 1
+            failed += "error" in row
+        click.echo(f"{total} records in {result.out} ({result.written} produced now, "
                    f"{result.skipped} already there, {failed} failed)")
         if failed:
             click.echo(f"{failed} record(s) have errors; see the 'error' field in {result.out}", err=True)

@@ -2,32 +2,66 @@
 
 Records stream through in batches; images of the next batches are decoded in
 worker threads while the current batch is scored. Each finished record becomes
-one JSON line, written and flushed at once (append-only). ``--resume`` skips ids
-already in the output and drops a last line cut short by a crash.
+one JSON line, written and flushed at once (append-only) by
+``results.ResultsWriter``: the file starts with the run's provenance header,
+is locked while written, and ``--resume`` continues only the same run (ids
+already there are skipped, a last line cut short by a crash is dropped).
+
+Plugin code is fenced: any exception (``SystemExit`` included) in a metric's
+``setup``, ``prepare`` or ``compute``, and any result that is not a number,
+becomes an error of that metric for the records concerned.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
 from collections import deque
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 
-from editmetrics.data.arrays import ArrayError, is_in_memory, to_image, to_mask
-from editmetrics.data.images import ImageLoadError, SizeMismatch, SizePolicy, align, load_image, load_mask
 from editmetrics.contract.metric import Metric, MetricError, MetricSpec, Score, SpecError
+from editmetrics.data.arrays import ArrayError, is_in_memory, to_image, to_mask
+from editmetrics.data.images import (DEFAULT_MAX_PIXELS, ImageLoadError, SizeMismatch, SizePolicy, align,
+                                     load_image, load_mask)
+from editmetrics.data.records import IMAGE_FIELDS, MASK_FIELDS, EditRecord, read_pairs, scan_pairs
+from editmetrics.engine.results import (ResultsFileError, ResultsWriter, UsageError, check_paths,  # noqa: F401
+                                        make_header, read_results, read_run, score_affecting_settings,
+                                        weight_fingerprints)
 from editmetrics.plugins.registry import Registry, get_registry
-from editmetrics.data.records import EditRecord, read_pairs
+
+# Exceptions plugin code may raise that stay inside one metric (not KeyboardInterrupt).
+PLUGIN_FAULTS = (Exception, SystemExit)
 
 
-class UsageError(Exception):
-    """Bad command-line use: exit status 2."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread by the command line's handler."""
+
+
+class RunInterrupted(Exception):
+    """Ctrl-C or SIGTERM stopped a run; what was written stays resumable."""
+
+    def __init__(self, out: str, written: int, status: int):
+        super().__init__(f"interrupted: {written} record(s) written to {out} in this run; "
+                         "run the same command with --resume to continue")
+        self.out, self.written, self.status = out, written, status
+
+
+def max_pixels_setting(settings: dict | None) -> int:
+    """The ``max_pixels`` setting (images above it are refused per record)."""
+    value = (settings or {}).get("max_pixels", DEFAULT_MAX_PIXELS)
+    try:
+        number = int(float(value))
+    except (TypeError, ValueError, OverflowError):
+        raise UsageError(f"setting max_pixels must be a number of pixels, not {value!r}") from None
+    if number <= 0:
+        raise UsageError(f"setting max_pixels must be positive, not {value!r}")
+    return number
 
 
 # ---------------------------------------------------------------------------
@@ -181,11 +215,12 @@ class Scorer:
         for bm in metrics:
             try:
                 bm.metric.setup(ctx)
-            except (MetricError, ImportError, OSError, RuntimeError, ValueError) as exc:
+            except PLUGIN_FAULTS as exc:
                 # e.g. weights missing: every record gets this reason, the run goes on
                 bm.setup_error = _reason(exc)
         self.image_fields, self.mask_fields = self._fields_to_load()
         self._uids = itertools.count(1)
+        self.max_pixels = max_pixels_setting(ctx.settings)
         # several batches may be scored at once only when no metric shares state
         self.thread_safe = all(bm.metric.thread_safe for bm in metrics) and not ctx.services
 
@@ -218,9 +253,14 @@ class Scorer:
             if path is None:
                 continue
             try:
-                loaded.images[name] = load_mask(path) if name in self.mask_fields else load_image(path)
+                if name in self.mask_fields:
+                    loaded.images[name] = load_mask(path, self.max_pixels)
+                else:
+                    loaded.images[name] = load_image(path, self.max_pixels)
             except ImageLoadError as exc:
                 loaded.errors[name] = str(exc)
+            except Exception as exc:  # noqa: BLE001 - e.g. an image mode PIL cannot convert: one record's problem
+                loaded.errors[name] = f"cannot decode image {path}: {type(exc).__name__}: {exc}"[:2000]
         return loaded
 
     def score(self, batch: list[LoadedRecord]) -> list[dict]:
@@ -233,7 +273,7 @@ class Scorer:
                 if problem is None:
                     try:
                         bm.metric.prepare(view)
-                    except Exception as exc:  # noqa: BLE001 - a metric failure is per record
+                    except PLUGIN_FAULTS as exc:  # a metric failure is per record
                         problem = _reason(exc)
                 if problem is not None:
                     errors[bm.key] = problem
@@ -241,7 +281,7 @@ class Scorer:
         flush_error = None
         try:
             self.ctx.flush()
-        except Exception as exc:  # noqa: BLE001
+        except PLUGIN_FAULTS as exc:
             flush_error = f"batched feature computation failed: {_reason(exc)}"
         rows = []
         for view, errors in zip(views, states):
@@ -273,10 +313,10 @@ class Scorer:
             if key not in errors and flush_error is None:
                 try:
                     result = bm.metric.compute(view)
-                except Exception as exc:  # noqa: BLE001
-                    errors[key] = _reason(exc)
-                else:
                     self._store(key, result, scores, details, errors)
+                except PLUGIN_FAULTS as exc:  # exceptions and non-number results alike
+                    errors[key] = _reason(exc)
+                    details.pop(key, None)
             elif key not in errors:
                 errors[key] = flush_error
             if key in errors:
@@ -286,10 +326,8 @@ class Scorer:
         row.update(record.output_fields())
         row["scores"] = scores
         row["errors"] = out_errors
-        if view.warnings:
-            row["warnings"] = view.warnings
-        if details:
-            row["details"] = details
+        row["warnings"] = view.warnings  # always present, possibly empty (docs/records.md)
+        row["details"] = details
         return row
 
     @staticmethod
@@ -298,7 +336,7 @@ class Scorer:
         if isinstance(result, Score):
             value = result.value
             reason = result.reason
-            for name, comp in result.components.items():
+            for name, comp in (result.components or {}).items():
                 scores[f"{key}.{name}"] = _number(comp)
             if result.details:
                 details[key] = result.details
@@ -318,13 +356,18 @@ def _number(value):
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise MetricError(f"metric returned {type(value).__name__}, not a number")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        raise MetricError("metric returned an integer too large for a float") from None
 
 
 def _reason(exc: BaseException) -> str:
-    if isinstance(exc, MetricError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
+    try:
+        text = str(exc) if isinstance(exc, MetricError) else f"{type(exc).__name__}: {exc}"
+    except Exception:  # noqa: BLE001 - an exception whose __str__ fails
+        text = type(exc).__name__
+    return text if len(text) <= 4000 else text[:3997] + "..."  # a reason, not a dump
 
 
 # ---------------------------------------------------------------------------
@@ -370,7 +413,7 @@ class InProcessExecutor:
             yield from self._run_batches_in_pool(load, score, records, batch_size)
             return
         window = max(1, batch_size * self.lookahead_batches)
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="editmetrics-decode") as pool:
+        with _pool(self.workers, "editmetrics-decode") as pool:
             pending: deque = deque()
             batch: list[LoadedRecord] = []
             iterator = iter(records)
@@ -397,7 +440,7 @@ class InProcessExecutor:
             return [row for record in batch for row in score([load(record)])]
 
         limit = self.workers * self.lookahead_batches
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="editmetrics-score") as pool:
+        with _pool(self.workers, "editmetrics-score") as pool:
             pending: deque = deque()
             for batch in _batches(records, batch_size):
                 pending.append(pool.submit(work, batch))
@@ -405,6 +448,19 @@ class InProcessExecutor:
                     yield from pending.popleft().result()
             while pending:
                 yield from pending.popleft().result()
+
+
+@contextmanager
+def _pool(workers: int, prefix: str) -> Iterator[ThreadPoolExecutor]:
+    """A thread pool that, when the run stops early (Ctrl-C, a write error),
+    drops the queued work instead of finishing it."""
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=prefix)
+    try:
+        yield pool
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 def _batches(records: Iterable[EditRecord], size: int) -> Iterator[list[EditRecord]]:
@@ -419,56 +475,6 @@ def _batches(records: Iterable[EditRecord], size: int) -> Iterator[list[EditReco
 
 
 # ---------------------------------------------------------------------------
-# Output file: append-only JSON lines, resumable
-# ---------------------------------------------------------------------------
-
-
-def read_results(path: str) -> Iterator[dict]:
-    """Rows of a results file; a last line without newline (a crash) is skipped."""
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if not line.endswith("\n"):
-                break
-            if line.strip():
-                yield json.loads(line)
-
-
-def prepare_output(path: str, resume: bool, keys: list[str]) -> set[str]:
-    """Return the ids already done. Without ``resume`` an existing file is an
-    error (nothing computed is ever overwritten)."""
-    if not os.path.exists(path) or os.path.getsize(path) == 0:
-        return set()
-    if not resume:
-        raise UsageError(f"{path} exists: pass --resume to continue it, or choose another --out")
-    done: set[str] = set()
-    good_bytes = 0
-    with open(path, "rb") as fh:
-        for raw in fh:
-            if not raw.endswith(b"\n"):
-                break
-            try:
-                row = json.loads(raw)
-            except json.JSONDecodeError:
-                break  # a torn write in the middle: keep what precedes it
-            missing = [k for k in keys if k not in row.get("scores", {})]
-            if missing:
-                raise UsageError(
-                    f"{path} was written with other metrics (no {missing[0]!r} in id {row.get('id')!r}); "
-                    "use a new --out for a different metric list"
-                )
-            done.add(str(row["id"]))
-            good_bytes += len(raw)
-    if good_bytes != os.path.getsize(path):
-        with open(path, "r+b") as fh:  # drop the torn tail so the file stays valid JSONL
-            fh.truncate(good_bytes)
-    return done
-
-
-def _dumps(row: dict) -> str:
-    return json.dumps(row, ensure_ascii=False, allow_nan=True)
-
-
-# ---------------------------------------------------------------------------
 # Public entry points
 # ---------------------------------------------------------------------------
 
@@ -479,6 +485,7 @@ class RunResult:
     written: int
     skipped: int
     failed_records: int
+    notes: list[str] = field(default_factory=list)
 
 
 def score_file(
@@ -487,6 +494,7 @@ def score_file(
     out: str,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     batch_size: int = 8,
     device: str = "cpu",
     size_policy: str = "resize",
@@ -495,48 +503,122 @@ def score_file(
     registry: Registry | None = None,
     progress: bool | None = None,
     on_row: Callable[[dict], None] | None = None,
+    other_outputs: dict[str, str | None] | None = None,
 ) -> RunResult:
-    """Score a pairs file into ``out`` (JSON lines); see the module docstring."""
+    """Score a pairs file into ``out`` (JSON lines); see the module docstring.
+
+    Before any work: outputs are checked against the inputs and each other
+    (``other_outputs``: e.g. ``{"--csv": path}``), the pairs file is read once
+    (content hash, duplicate ids), and ``out`` is locked and checked (a new
+    file, ``--overwrite``, or ``--resume`` of the same run). Records then
+    stream through: memory does not grow with their number.
+    """
     registry = registry or get_registry()
     bound = resolve_metrics(metrics, registry)
     keys = [bm.key for bm in bound]
-    records = list(read_pairs(pairs))  # validates ids and format before any work
-    done = prepare_output(out, resume, keys)
-    todo = [r for r in records if r.key not in done]
+    outputs = {"--out": out, **(other_outputs or {})}
+    check_paths({"--pairs": pairs}, outputs)
+    settings = dict(settings or {})
+    effective = {**settings, "device": device, "size_policy": size_policy,
+                 "max_pixels": max_pixels_setting(settings)}
+    scan = scan_pairs(pairs, check=_no_output_among_images(outputs))
+    header = make_header(
+        "score", pairs, scan.sha256, scan.records,
+        metrics=keys,
+        metric_plugins={bm.key: _plugin_entry(registry, bm) for bm in bound},
+        settings=score_affecting_settings(effective),
+        weights=weight_fingerprints(effective),
+        plugins={name: info.version for name, info in sorted(registry.plugins.items())},
+    )
     ctx = RunContext(device=device, batch_size=batch_size, size_policy=SizePolicy(size_policy),
-                     settings=settings or {}, registry=registry)
+                     settings=settings, registry=registry)
     executor = executor or InProcessExecutor()
-    if hasattr(executor, "run_factory"):  # e.g. Ray: each worker builds its own Scorer (models load there)
-        from editmetrics.engine.ray_executor import ScorerFactory
+    with ResultsWriter(out, header, resume=resume, overwrite=overwrite) as writer:
+        done = writer.done
+        skipped = [0]
 
-        rows = executor.run_factory(ScorerFactory.from_context(metrics, ctx), todo, batch_size, device=device)
-    else:
-        scorer = Scorer(bound, ctx)
-        rows = executor.run(scorer.load, scorer.score, todo, batch_size, parallel_score=scorer.thread_safe)
-    written, failed = append_rows(out, rows, len(todo), lambda row: bool(row["errors"]), progress, on_row)
-    return RunResult(out=out, written=written, skipped=len(records) - len(todo), failed_records=failed)
+        def todo() -> Iterator[EditRecord]:
+            for record in read_pairs(pairs):
+                if record.key in done:
+                    skipped[0] += 1
+                else:
+                    yield record
+
+        if hasattr(executor, "run_factory"):  # e.g. Ray: each worker builds its own Scorer (models load there)
+            from editmetrics.engine.ray_executor import ScorerFactory
+
+            rows = executor.run_factory(ScorerFactory.from_context(metrics, ctx), todo(), batch_size, device=device)
+        else:
+            scorer = Scorer(bound, ctx)
+            rows = executor.run(scorer.load, scorer.score, todo(), batch_size, parallel_score=scorer.thread_safe)
+        total = max(0, scan.records - len(done))
+        failed = write_rows(writer, rows, total, lambda row: bool(row["errors"]), progress, on_row)
+    return RunResult(out=out, written=writer.written, skipped=skipped[0], failed_records=failed,
+                     notes=writer.notes)
 
 
-def append_rows(out: str, rows: Iterable[dict], total: int, is_failure: Callable[[dict], bool],
-                progress: bool | None = None, on_row: Callable[[dict], None] | None = None,
-                desc: str = "scoring") -> tuple[int, int]:
-    """Append each row as one JSON line, flushed at once; returns (written, failed)."""
-    written = failed = 0
+def write_rows(writer: ResultsWriter, rows: Iterable[dict], total: int, is_failure: Callable[[dict], bool],
+               progress: bool | None = None, on_row: Callable[[dict], None] | None = None,
+               desc: str = "scoring") -> int:
+    """Append each row through ``writer`` (one line, flushed); returns the
+    number of failed rows. Ctrl-C / SIGTERM become ``RunInterrupted``."""
+    failed = 0
     bar = _progress(total, progress, desc)
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "a", encoding="utf-8") as fh:
+    try:
         for row in rows:
-            fh.write(_dumps(row) + "\n")
-            fh.flush()
-            written += 1
+            writer.write(row)
             failed += is_failure(row)
             if on_row:
                 on_row(row)
             if bar:
                 bar.update(1)
-    if bar:
-        bar.close()
-    return written, failed
+    except KeyboardInterrupt as exc:
+        raise RunInterrupted(writer.path, writer.written, 143 if isinstance(exc, Terminated) else 130) from None
+    finally:
+        if bar:
+            bar.close()
+    return failed
+
+
+def _plugin_entry(registry: Registry, bm: BoundMetric) -> dict:
+    metric_id = type(bm.metric).id
+    try:
+        plugin = registry.plugin_of("metrics", metric_id)
+    except KeyError:
+        return {"metric": metric_id, "plugin": None, "version": None}
+    info = registry.plugins.get(plugin)
+    return {"metric": metric_id, "plugin": plugin, "version": info.version if info else None}
+
+
+def _no_output_among_images(outputs: dict[str, str | None]) -> Callable[[EditRecord], None]:
+    """A scan check: no image or mask of a record is one of the output files
+    (compared by file identity; paths are only stat-ed when the names match)."""
+    wanted = {}
+    for label, path in outputs.items():
+        if path:
+            for name in {os.path.basename(path), os.path.basename(os.path.realpath(path))}:
+                wanted.setdefault(name, []).append((label, path))
+
+    def check(record: EditRecord) -> None:
+        if record.error:
+            return
+        for name in IMAGE_FIELDS + MASK_FIELDS:
+            try:
+                path = record.path(name)
+            except (TypeError, ValueError):
+                continue
+            if path is None or os.path.basename(path) not in wanted:
+                continue
+            for label, out in wanted[os.path.basename(path)]:
+                try:
+                    same = os.path.exists(out) and os.path.samefile(path, out)
+                except (OSError, ValueError):
+                    same = False
+                if same or os.path.realpath(path) == os.path.realpath(out):
+                    raise UsageError(f"{label} {out} is the {name!r} image of record {record.key!r}; "
+                                     f"choose another {label}")
+
+    return check
 
 
 def score_records(

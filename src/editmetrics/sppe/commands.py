@@ -125,5 +125,7 @@ def table(results, label, by, bootstrap, out_path):
     text = markdown_table(out, failures)
     click.echo(text)
     if out_path:
-        with open(out_path, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
+        from editmetrics.engine.results import atomic_write, check_paths, starts_with
+
+        check_paths({"RESULTS": results}, {"--out": out_path})
+        atomic_write(out_path, text + "\n", label="--out", replaceable=starts_with((b"|",)))
