@@ -82,10 +82,3 @@ def test_builders_are_deterministic(tmp_path):
     dino = [write_dinov2(str(tmp_path / f"d{i}"), seed=seed)[3:] for i, seed in enumerate((0, 0, 1))]
     weights = [open(os.path.join(d, "model.safetensors"), "rb").read() for d in dino]
     assert weights[0] == weights[1] != weights[2]
-
-
-def test_old_import_path_is_the_same_builder():
-    from editmetrics.testing import tiny
-    from editmetrics.models import tiny as old
-
-    assert old.save_tiny_ip2p is tiny.save_tiny_ip2p and old.sd_scheduler_config is tiny.sd_scheduler_config

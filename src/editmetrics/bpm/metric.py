@@ -334,6 +334,7 @@ class BPM(Metric):
         else:
             details["boxes_500"] = {side: [[round(float(v), 2) for v in b] for b in s.frame_boxes()]
                                     for side, s in state.sides.items()}
+            details["frame"] = [500, 500]  # the pixel frame of boxes_500 (the report scales from it)
             details["regions"] = {side: s.origin for side, s in state.sides.items()}
             details["detection_scores"] = {side: [round(x, 4) for x in s.scores]
                                            for side, s in state.sides.items() if s.origin == "grounding"}

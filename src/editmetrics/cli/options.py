@@ -22,4 +22,5 @@ def load_cli_settings(config_path: str | None, assignments: tuple[str, ...] | di
     from editmetrics.engine.config import load_settings, parse_assignments
 
     pairs = assignments if isinstance(assignments, dict) else parse_assignments(assignments)
-    return load_settings(config_path, {**pairs, **explicit})
+    # an option not given (None) leaves --set's value alone
+    return load_settings(config_path, {**pairs, **{k: v for k, v in explicit.items() if v is not None}})

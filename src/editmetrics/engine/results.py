@@ -68,6 +68,10 @@ def score_affecting_settings(settings: dict[str, Any], registry: Any = None) -> 
     key except ``NOT_SCORE_AFFECTING`` is kept (an unknown key is assumed to
     matter: refusing a resume wrongly is cheap, mixing two runs is not).
     """
+    if registry is None:  # the declared settings (editmetrics.engine.settings): one source of truth
+        from editmetrics.engine.settings import declared
+
+        registry = declared()
     out = {}
     for key in sorted(settings):
         if key in NOT_SCORE_AFFECTING:

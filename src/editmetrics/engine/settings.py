@@ -100,6 +100,8 @@ BUILTIN_SETTINGS = [
     S("dino", "str", "hf:facebook/dinov2-base", "DINO backbone spec (docs/semantic.md)", True),
     S("weights_dir", "path", "~/.cache/editmetrics/weights", "Folder searched for backbone weights", True),
     S("allow_download", "bool", False, "Allow downloading missing backbone weights (HF_HUB_OFFLINE wins)", False),
+    # decoding (editmetrics.data.images; docs/reliability.md)
+    S("max_pixels", "int", 100_000_000, "Images above this many pixels are refused per record before decoding", True),
     # feature store (editmetrics.engine.features)
     S("feature_cache", "path", None, "Folder of the on-disk embedding cache (off when unset)", False),
     S("feature_batch_size", "int", 32, "Images per backbone forward pass", False),
