@@ -93,6 +93,18 @@ def train():
     """Train a model (plugins add subcommands: `train erma`, `train c2e-s2ser`, ...)."""
 
 
+def _add_core_commands() -> None:
+    """Core commands live in cli/ modules and are added here, never through the
+    plugin hook: no plugin (or plugin failure) can remove or replace them."""
+    from editmetrics.cli import data, demo, models, report, train as train_commands, weights
+
+    for command in (models.run_command, models.models_command, weights.weights, report.report, report.compare,
+                    data.pairs, data.dataset, demo.demo_weights):
+        cli.add_command(command)
+    train.add_command(train_commands.train_erma, "erma")
+    train.add_command(train_commands.train_c2e_s2ser)
+
+
 def format_number(value) -> str:
     if value is None:
         return "-"
@@ -358,6 +370,7 @@ def metrics_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+_add_core_commands()
 _warned = False
 
 
