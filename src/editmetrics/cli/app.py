@@ -406,7 +406,9 @@ def _restore_commands(group: click.Group, before: dict[tuple[str, ...], click.Co
     """Undo one plugin's register_commands: drop what it added, put back what it replaced."""
     after = _command_table(group)
     for path in sorted(after, key=len, reverse=True):
-        if path not in before:
+        # a whole new group goes with its subcommands: emptying it would mutate the
+        # plugin's module-level group object, which a re-registration adds again
+        if path not in before and (len(path) == 1 or path[:-1] in before):
             parent = group
             for name in path[:-1]:
                 parent = parent.commands[name]
