@@ -329,12 +329,10 @@ def trained(tmp_path_factory):
     from click.testing import CliRunner
 
     from editmetrics.cli.app import cli
-    from editmetrics.models import c2e_s2ser
 
     root = tmp_path_factory.mktemp("c2e")
     base = save_base(str(root / "flux-fill"))
     pairs = _sppe_files(str(root))
-    c2e_s2ser.register_commands(cli=cli)
     out = str(root / "ckpt")
     args = ["train", "c2e-s2ser", "--pairs", pairs, "--out", out, "--base", base, "--steps", "3",
             "--warmup-steps", "1", "--rank", "4", "--resolution", str(SIZE), "--optimizer", "adamw", "--lr", "1e-3",

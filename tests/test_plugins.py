@@ -86,7 +86,52 @@ def test_strict_mode_and_load_filter(broken_plugin_path):
     # the filter applies to third-party plugins only: built-ins always load
     proc = run_cli("plugins", "--json", env=env_with(broken_plugin_path, EDITMETRICS_LOAD_PLUGINS="pixel"))
     names = [p["name"] for p in json.loads(proc.stdout)]
-    assert "broken" not in names and {"pixel", "run", "report", "semantic"} <= set(names)
+    assert "broken" not in names and {"pixel", "baselines", "datasets", "semantic"} <= set(names)
+
+
+CORE_COMMANDS = [("run",), ("models",), ("weights", "list"), ("weights", "path"), ("weights", "verify"),
+                 ("train", "erma"), ("train", "c2e-s2ser"), ("demo-weights",), ("report",), ("compare",),
+                 ("pairs", "from-folders"), ("dataset", "list"), ("dataset", "export"), ("score",), ("metrics",),
+                 ("plugins",), ("settings",), ("correlate",)]
+
+
+def _command(group, path):
+    for name in path:
+        group = group.commands[name]
+    return group
+
+
+def test_core_commands_live_in_cli_and_no_plugin_removes_them(broken_plugin_path, monkeypatch):
+    import click
+
+    from editmetrics.cli.app import _add_plugin_commands, cli
+    from editmetrics.plugins import registry as plugins
+
+    for path in CORE_COMMANDS:  # defined in the cli package, not added by a plugin's register_commands
+        assert _command(cli, path).callback.__module__.startswith("editmetrics.cli."), path
+    # a subprocess with a broken third-party plugin and a load filter still has every core command
+    for name in ("run", "report", "dataset", "pairs", "demo-weights"):
+        proc = run_cli(name, "--help", env=env_with(broken_plugin_path, EDITMETRICS_LOAD_PLUGINS="pixel"))
+        assert proc.returncode == 0 and "Usage:" in proc.stdout, (name, proc.stderr)
+
+    # in process: a plugin whose register_commands fails half-way cannot take a core command with it
+    registry = Registry()
+    registry.load_builtins()
+
+    class Failing:
+        @hookimpl
+        def register_commands(self, cli):
+            cli.commands.pop("run")
+            cli.commands["train"].commands.pop("erma")
+            raise RuntimeError("failing on purpose")
+
+    registry.add(Failing(), "failing")
+    monkeypatch.setattr(plugins, "_registry", registry)
+    group = click.Group(commands=dict(cli.commands))
+    _add_plugin_commands(group)
+    assert "register_commands failed" in registry.plugins["failing"].error
+    for path in CORE_COMMANDS:
+        assert _command(group, path) is _command(cli, path), path
 
 
 class Good(Metric):

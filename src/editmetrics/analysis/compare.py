@@ -31,7 +31,6 @@ from typing import Sequence
 
 import numpy as np
 
-from editmetrics.plugins.hookspecs import hookimpl
 from editmetrics.analysis.stats import bootstrap_ci
 
 RESULT_KEYS = ("n", "mean_a", "mean_b", "mean_diff", "ci95", "b_better", "a_better", "ties", "p_wilcoxon")
@@ -328,42 +327,3 @@ def _table(head: list[str], body: list[list[str]]) -> list[str]:
         return "  ".join(c.ljust(w) if t else c.rjust(w) for c, w, t in zip(cells, widths, text)).rstrip()
 
     return [line(head)] + [line(row) for row in body]
-
-
-# ---------------------------------------------------------------------------
-# Plugin hook: the CLI command
-# ---------------------------------------------------------------------------
-
-
-@hookimpl
-def register_commands(cli):
-    import json
-
-    import click
-
-    @cli.command("compare")
-    @click.argument("results", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-    @click.option("--metrics", "metric_list", help="Comma-separated score keys (default: those in every file).")
-    @click.option("--by", default=None, help="Also compare per value of this record field (e.g. category).")
-    @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
-    def compare(results, metric_list, by, as_json):
-        """Paired comparison of results files scored on the same records (matched by id)."""
-        from editmetrics.contract.metric import split_specs
-        from editmetrics.engine.runner import UsageError
-
-        if len(results) < 2:
-            raise UsageError("compare needs at least two results files")
-        try:
-            out = compare_files(list(results), split_specs(metric_list) if metric_list else None, by)
-        except CompareError as exc:
-            raise UsageError(str(exc)) from None
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"not a results JSON Lines file: {exc}") from None
-        if as_json:
-            click.echo(json.dumps(out, indent=2, allow_nan=False))
-        else:
-            click.echo(format_comparison(out))
-        for m in out["missing"]:
-            if m["count"]:
-                click.echo(f"warning: {m['count']} record(s) missing from {m['file']} (listed under 'missing')",
-                           err=True)

@@ -25,14 +25,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import math
 import os
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from editmetrics.plugins.hookspecs import hookimpl
 from editmetrics.analysis.report_assets import SCRIPT, STYLE, VIEWER
 from editmetrics.analysis.report_media import BOX_COLOURS, FULL_SIZE, THUMB_FIELDS, THUMB_SIZE, find_boxes, record_thumbnails  # noqa: F401
 from editmetrics.analysis.report_records import (TOP_REASONS, _cut, _records_table, _filters, _score_cell, direction_html,  # noqa: F401
@@ -300,30 +298,3 @@ def write_report(results: str | Sequence[str], out: str, title: str | None = Non
                         paths=paths)
     atomic_write(out, page, replaceable=html_file, label="--out")
     return n
-
-
-# ---------------------------------------------------------------------------
-# Plugin hook: the CLI command
-# ---------------------------------------------------------------------------
-
-
-@hookimpl
-def register_commands(cli):
-    import click
-
-    @cli.command("report")
-    @click.argument("results", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-    @click.option("--out", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
-    @click.option("--title", help="Page title (default: the results file name).")
-    @click.option("--by", default="category", show_default=True, help="Record field for the per-group tables.")
-    @click.option("--thumb-size", default=THUMB_SIZE, show_default=True, type=click.IntRange(16, 1024),
-                  help="Longest side of the inlined thumbnails, in pixels.")
-    @click.option("--full-size", default=FULL_SIZE, show_default=True, type=click.IntRange(0, 8192),
-                  help="Longest side of the full-size views (larger images are scaled down; 0: no full-size views).")
-    def report(results, out, title, by, thumb_size, full_size):
-        """Write a self-contained HTML report of a results file (several files: a comparison)."""
-        try:
-            n = write_report(list(results), out, title=title, by=by, thumb_size=thumb_size, full_size=full_size)
-        except json.JSONDecodeError as exc:
-            raise click.UsageError(f"not a results JSON Lines file: {exc}") from None
-        click.echo(f"wrote {out} ({n} records, {os.path.getsize(out) // 1024} KiB)")

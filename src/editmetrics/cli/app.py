@@ -93,6 +93,18 @@ def train():
     """Train a model (plugins add subcommands: `train erma`, `train c2e-s2ser`, ...)."""
 
 
+def _add_core_commands() -> None:
+    """Core commands live in cli/ modules and are added here, never through the
+    plugin hook: no plugin (or plugin failure) can remove or replace them."""
+    from editmetrics.cli import data, demo, models, report, train as train_commands, weights
+
+    for command in (models.run_command, models.models_command, weights.weights, report.report, report.compare,
+                    data.pairs, data.dataset, demo.demo_weights):
+        cli.add_command(command)
+    train.add_command(train_commands.train_erma, "erma")
+    train.add_command(train_commands.train_c2e_s2ser)
+
+
 def format_number(value) -> str:
     if value is None:
         return "-"
@@ -358,6 +370,7 @@ def metrics_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+_add_core_commands()
 _warned = False
 
 
@@ -393,7 +406,9 @@ def _restore_commands(group: click.Group, before: dict[tuple[str, ...], click.Co
     """Undo one plugin's register_commands: drop what it added, put back what it replaced."""
     after = _command_table(group)
     for path in sorted(after, key=len, reverse=True):
-        if path not in before:
+        # a whole new group goes with its subcommands: emptying it would mutate the
+        # plugin's module-level group object, which a re-registration adds again
+        if path not in before and (len(path) == 1 or path[:-1] in before):
             parent = group
             for name in path[:-1]:
                 parent = parent.commands[name]

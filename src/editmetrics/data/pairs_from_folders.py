@@ -21,7 +21,6 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from editmetrics.plugins.hookspecs import hookimpl
 from editmetrics.data.records import RESERVED, _clean
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
@@ -168,53 +167,3 @@ def _csv_cell(value) -> str:
     if isinstance(value, (list, dict)):
         return json.dumps(value)
     return str(value)
-
-
-# ---------------------------------------------------------------------------
-# Plugin hook: the CLI command group
-# ---------------------------------------------------------------------------
-
-
-@hookimpl
-def register_commands(cli):
-    import click
-
-    group = cli.commands.get("pairs")
-    if group is None:
-        @cli.group("pairs")
-        def group():
-            """Build pairs files."""
-
-    @group.command("from-folders")
-    @click.option("--source", required=True, type=click.Path(file_okay=False), help="Folder of source images.")
-    @click.option("--edited", required=True, type=click.Path(file_okay=False), help="Folder of edited images.")
-    @click.option("--mask", type=click.Path(file_okay=False), help="Folder of masks (optional).")
-    @click.option("--target", type=click.Path(file_okay=False), help="Folder of ground-truth edits (optional).")
-    @click.option("--instructions", type=click.Path(exists=True, dir_okay=False),
-                  help="CSV or JSONL with an 'id' column (= image name stem) and instruction, category, ...")
-    @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Pairs file to write (.jsonl or .csv).")
-    @click.option("--allow-unmatched", is_flag=True,
-                  help="Warn about unmatched files and write the matched records, instead of failing.")
-    @click.option("--force", is_flag=True, help="Overwrite --out when it exists.")
-    def from_folders(source, edited, mask, target, instructions, out, allow_unmatched, force):
-        """Match images by name stem across folders and write a pairs file."""
-        from editmetrics.engine.runner import UsageError
-
-        if os.path.exists(out) and not force:
-            raise UsageError(f"{out} exists: pass --force to overwrite it")
-        try:
-            result = build_pairs(source, edited, out, mask=mask, target=target, instructions=instructions)
-        except FolderPairsError as exc:
-            raise UsageError(str(exc)) from None
-        for folder, names in result.ignored:
-            click.echo(f"note: {len(names)} non-image file(s) in {folder} ignored: {', '.join(names[:5])}"
-                       + (", ..." if len(names) > 5 else ""), err=True)
-        if result.unmatched:
-            if not allow_unmatched:
-                raise UsageError(result.message() + "\nnothing written; pass --allow-unmatched to write the "
-                                 "matched records anyway")
-            click.echo("warning: " + result.message(), err=True)
-        if not result.records:
-            raise UsageError(f"no image stem is in both {source} and {edited}: nothing to write")
-        write_pairs(result.records, out)
-        click.echo(f"wrote {out} ({len(result.records)} records)")

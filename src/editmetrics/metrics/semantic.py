@@ -319,10 +319,3 @@ def register_backbones(register):
 
     register("open_clip", lambda spec, device, settings: OpenClipEncoder(spec.split(":", 1)[1], device, settings))
     register("hf", HFEncoder)
-
-
-@hookimpl
-def register_commands(cli):
-    from editmetrics.weights.resolver import register_cli
-
-    register_cli(cli)

@@ -36,18 +36,13 @@ BUILTIN_PLUGINS = {
     "baselines": "editmetrics.models.baselines",
     "diffusion": "editmetrics.models.diffusion",
     "c2e-s2ser": "editmetrics.models.c2e_s2ser",
-    "run": "editmetrics.engine.model_runs",
     "semantic": "editmetrics.metrics.semantic",
     "iqa": "editmetrics.metrics.iqa",
     "sppe": "editmetrics.sppe",
-    "report": "editmetrics.analysis.report",
     "datasets": "editmetrics.data.datasets",
     "bpm": "editmetrics.bpm.plugin",
-    "tiny": "editmetrics.testing.tiny",
     "settings": "editmetrics.engine.settings",
     "judges": "editmetrics.judges.plugin",
-    "compare": "editmetrics.analysis.compare",
-    "pairs": "editmetrics.data.pairs_from_folders",
 }
 
 

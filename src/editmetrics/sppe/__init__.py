@@ -27,7 +27,6 @@ def register_datasets(register):
 
 @hookimpl
 def register_commands(cli):
-    from editmetrics.sppe.commands import sppe_group, train_erma
+    from editmetrics.sppe.commands import sppe_group
 
-    cli.commands["train"].add_command(train_erma, "erma")
     cli.add_command(sppe_group, "sppe")

@@ -1,61 +1,8 @@
-"""CLI: ``editmetrics train erma``, ``editmetrics sppe synth``, ``editmetrics sppe table``."""
+"""CLI: ``editmetrics sppe synth``, ``editmetrics sppe table`` (``train erma`` is a core command: editmetrics.cli.train)."""
 
 from __future__ import annotations
 
-import sys
-
 import click
-
-from editmetrics.contract.metric import MetricError
-from editmetrics.cli.options import load_cli_settings, settings_options
-
-
-def _settings(config_path, assignments, clip):
-    return load_cli_settings(config_path, assignments, clip=clip)
-
-
-@click.command("erma")
-@click.option("--pairs", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Training pairs file: source, surrogate, instruction and editability_label "
-                   "(or edited_surrogate + target to compute it).")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Checkpoint folder to create.")
-@click.option("--label", default="editability_label", show_default=True, help="Label field of the records.")
-@click.option("--label-map", type=click.Choice(["none", "cosine"]), default="none", show_default=True,
-              help="cosine: the stored labels are raw cosines c in [-1, 1]; train on (1 + c) / 2 "
-                   "(SPPE section 4.3). Without it, labels outside [0, 1] are refused.")
-@click.option("--val-fraction", default=0.2, show_default=True, type=click.FloatRange(0, 0.9),
-              help="Held-out share for early stopping (random, seeded).")
-@click.option("--epochs", default=300, show_default=True, type=click.IntRange(1), help="Maximum epochs.")
-@click.option("--patience", default=30, show_default=True, type=click.IntRange(1),
-              help="Stop after this many epochs without a better validation MSE.")
-@click.option("--lr", default=1e-3, show_default=True, type=float, help="Adam learning rate.")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
-@click.option("--hidden", default=256, show_default=True, type=click.IntRange(1), help="MLP hidden width.")
-@click.option("--dropout", default=0.1, show_default=True, type=click.FloatRange(0, 0.9))
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal).")
-@settings_options
-@click.option("--clip", help="CLIP backbone spec (setting 'clip'); recorded in the checkpoint.")
-def train_erma(pairs, out, label, label_map, val_fraction, epochs, patience, lr, batch_size, hidden, dropout, seed,
-               device, progress, config_path, assignments, clip):
-    """Train ERMA's head on frozen CLIP features (SPPE eq. 3-5)."""
-    from editmetrics.sppe.train import TrainOptions, train_erma as run
-
-    settings = _settings(config_path, assignments, clip)
-    opts = TrainOptions(label=label, val_fraction=val_fraction, epochs=epochs, patience=patience, lr=lr,
-                        batch_size=batch_size, hidden=hidden, dropout=dropout, seed=seed, device=device,
-                        progress=progress, label_map=label_map)
-    try:
-        result = run(pairs, out, settings, opts)
-    except (MetricError, FileExistsError) as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(2 if isinstance(exc, FileExistsError) else 1)
-    val = "-" if result.val_loss is None else f"{result.val_loss:.5f}"
-    click.echo(f"ERMA checkpoint written to {result.out}: {result.n_train} train / {result.n_val} validation "
-               f"records, best epoch {result.best_epoch}, train MSE {result.train_loss:.5f}, validation MSE {val}")
-    if result.skipped:
-        click.echo(f"{len(result.skipped)} record(s) skipped, e.g. {next(iter(result.skipped.items()))}", err=True)
 
 
 @click.group("sppe")
