@@ -231,7 +231,7 @@ def scan_pairs(path: str, check=None) -> PairsScan:
     """Hash the file and read every record once (ids checked for duplicates:
     ``PairsFileError`` before any work); ``check(record)`` sees each record.
     Nothing is kept but the ids, so memory does not grow with the records."""
-    from editmetrics.engine.results import file_sha256
+    from editmetrics.weights.resolver import sha256_file as file_sha256
 
     if not os.path.isfile(path):
         raise PairsFileError(f"pairs file not found (or not a regular file): {path}")
