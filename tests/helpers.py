@@ -80,3 +80,12 @@ def invoke(*args: str, env: dict | None = None, cwd: str | None = None) -> subpr
         stderr = "".join(traceback.format_exception(result.exception))
         return subprocess.CompletedProcess(list(args), 1, result.stdout, result.stderr + stderr)
     return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
+
+
+def default_sigint() -> None:
+    """Popen preexec_fn: the child gets the default SIGINT disposition even
+    when this process ignores SIGINT (a run started in the background with `&`
+    inherits SIG_IGN, and Python then never raises KeyboardInterrupt)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -19,7 +19,7 @@ from editmetrics.engine.results import (ResultsFileError, ResultsWriter, check_p
                                  score_affecting_settings)
 from editmetrics.engine.runner import score_file
 
-from helpers import CLI, photo, read_jsonl, run_cli, save, write_pairs
+from helpers import CLI, default_sigint, photo, read_jsonl, run_cli, save, write_pairs
 
 
 def make_pairs(folder, n=6, name="pairs.jsonl", shift=0):
@@ -309,7 +309,8 @@ def test_unwritable_folder(tmp_path):
 def test_signal_stops_cleanly_and_resumes(tmp_path, sleepy_env, sig, status):
     n = 40
     pairs, out, args = _sleepy_run(tmp_path, n)
-    proc = subprocess.Popen(CLI + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=sleepy_env)
+    proc = subprocess.Popen(CLI + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=sleepy_env,
+                            preexec_fn=default_sigint)
     _wait_for_lines(out, 3)
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=120)

@@ -246,14 +246,14 @@ def test_cli_ray_ctrl_c_stops_its_local_ray_then_resume_in_process(pixel_pairs, 
     import subprocess
     import time
 
-    from helpers import CLI
+    from helpers import CLI, default_sigint
 
     out = tmp_path / "cli.jsonl"
     proc = subprocess.Popen(CLI + ["score", "--pairs", pixel_pairs, "--metrics", ",".join(PIXEL), "--out", str(out),
                                    "--no-progress", "--batch-size", "2", "--executor", "ray",
                                    "--set", "ray_local_cpus=2", "--set", "ray_actors=1",
                                    "--set", "ray_object_store_mb=80", "--set", "ray_batches_in_flight=1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         if out.exists() and out.read_bytes().count(b"\n") >= 4:
