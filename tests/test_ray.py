@@ -170,7 +170,12 @@ def test_batch_that_keeps_killing_its_worker_becomes_errors(ray_local, tmp_path)
     bad = [r for r in rows if r["errors"]]
     assert [r["id"] for r in bad] == ["a8", "a9", "poison", "b0"]  # the batch of 4 holding the poison
     assert all(r["scores"] == {"x": None} and "failed 2 time(s)" in r["errors"]["x"] for r in bad)
-    assert executor.stats["failed_batches"] == 1 and executor.stats["actor_deaths"] == 2
+    assert executor.stats["failed_batches"] == 1
+    # The poison killed its actor twice. A loaded machine (CI) can add a death:
+    # Ray reports a slow, healthy actor as ActorUnavailableError (a
+    # RayActorError), which the executor treats as dead and replaces; the
+    # batch it held is then retried, so rows stay right either way.
+    assert executor.stats["actor_deaths"] >= 2
 
 
 def _interrupt_after(n):

@@ -343,6 +343,10 @@ class RayExecutor:
                 actors[slot] = start()
                 self.worker_pids[slot:slot + 1] = self._ready([actors[slot]])
                 reason = _short(exc)
+                # Every task on a dead actor resolves (a value sent before the
+                # death, or an error): wait for all of them, so a batch whose
+                # reply was still in transit is not taken for the one running.
+                ray.wait([v.ref for v in victims], num_returns=len(victims), timeout=_SETTLE_S)
                 charged = False
                 for other in victims:
                     if other is not batch and _finished(ray, other):
@@ -406,6 +410,9 @@ class RayExecutor:
             raise RuntimeError(f"a Ray worker could not start: {_short(exc)}") from None
         except RayError as exc:
             raise RuntimeError(f"a Ray worker could not start: {_short(exc)}") from None
+
+
+_SETTLE_S = 30.0  # bound on waiting for a dead actor's tasks to resolve
 
 
 def _finished(ray, batch: _Batch) -> bool:
