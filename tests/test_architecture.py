@@ -117,6 +117,32 @@ def test_docs_list_every_setting_and_hook():
         assert signature in plugins_doc, f"docs/plugins.md does not document {signature}"
 
 
+def test_every_environment_variable_read_is_a_setting_or_a_listed_switch(tmp_path, monkeypatch):
+    """A switch the tests or benchmarks read (EDITMETRICS_FAULT_TABLE, ...)
+    must not make every command exit 2 as an unknown setting."""
+    import re
+
+    from editmetrics.engine.config import NOT_SETTINGS, load_settings
+    from editmetrics.engine.settings import declared
+
+    names = set()
+    for folder in ("src", "tests", "benchmarks", "plugins", "scripts"):
+        for root, _, files in os.walk(os.path.join(REPO, folder)):
+            for name in files:
+                if name.endswith((".py", ".sh")):
+                    with open(os.path.join(root, name), encoding="utf-8") as fh:
+                        names |= set(re.findall(r"EDITMETRICS_([A-Z][A-Z0-9_]*[A-Z0-9])\b", fh.read()))
+    assert {"FAULT_TABLE", "CHROMIUM", "LOAD_PLUGINS"} <= names  # the scan finds them
+    settings = {name.upper() for name in declared()}
+    not_names = {"NAME", "BPM_PARSR"}  # the docs' placeholder; the misspelling tested above
+    stray = sorted(names - settings - NOT_SETTINGS - not_names)
+    assert not stray, f"read from the environment but neither a setting nor in config.NOT_SETTINGS: {stray}"
+    monkeypatch.chdir(tmp_path)  # no ./editmetrics.toml
+    for name in NOT_SETTINGS:
+        monkeypatch.setenv("EDITMETRICS_" + name, "x")
+    load_settings()  # raises SettingError on an unknown EDITMETRICS_* name
+
+
 # -- plugins: collisions, misspelt hooks, commands --------------------------------
 
 

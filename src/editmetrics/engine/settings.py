@@ -23,7 +23,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Any
 
-from editmetrics.engine.config import ConfigError
+from editmetrics.engine.config import ENV_PREFIX, NOT_SETTINGS, ConfigError
 from editmetrics.plugins.hookspecs import hookimpl
 
 TYPES = ("str", "int", "float", "bool", "path")
@@ -233,6 +233,9 @@ def markdown(registry=None) -> str:
         "wrong type is a usage error (exit status 2). `editmetrics settings --json` lists the settings of",
         "every loaded plugin; the settings marked *scores* change scores and are recorded with a run.",
         "Plugins declare theirs with the hook `register_settings(register)` (docs/plugins.md).",
+        "These `EDITMETRICS_*` variables are not settings: "
+        + ", ".join(f"`{ENV_PREFIX}{name}`" for name in sorted(NOT_SETTINGS))
+        + " (plugin loading: docs/plugins.md; test and benchmark switches).",
         "",
         "| name | type | default | scores | plugin | help |",
         "|---|---|---|---|---|---|",
