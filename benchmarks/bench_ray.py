@@ -124,7 +124,8 @@ def overhead(args) -> None:
 def memory_child(pairs: str, mode: str) -> None:
     from editmetrics.engine.ray_executor import RayExecutor, ScorerFactory
     from editmetrics.data.records import read_pairs
-    from editmetrics.engine.runner import append_rows, score_file
+    from editmetrics.engine.results import ResultsWriter
+    from editmetrics.engine.runner import score_file, write_rows
 
     out = pairs + f".{mode}.out.jsonl"
     if os.path.exists(out):
@@ -134,7 +135,9 @@ def memory_child(pairs: str, mode: str) -> None:
     if mode == "executor":
         executor = RayExecutor(settings=settings)
         rows = executor.run_factory(ScorerFactory(("psnr",), batch_size=64), read_pairs(pairs), 64)
-        written, _ = append_rows(out, rows, 0, lambda row: bool(row["errors"]), progress=False)
+        with ResultsWriter(out, {"editmetrics_run": {"benchmark": "bench_ray memory"}}) as writer:
+            write_rows(writer, rows, 0, lambda row: bool(row["errors"]), progress=False)
+            written = writer.written
     else:
         written = score_file(pairs, ["psnr"], out, executor=RayExecutor(settings=settings), batch_size=64,
                              progress=False).written

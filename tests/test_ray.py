@@ -170,6 +170,7 @@ def test_batch_that_keeps_killing_its_worker_becomes_errors(ray_local, tmp_path)
     bad = [r for r in rows if r["errors"]]
     assert [r["id"] for r in bad] == ["a8", "a9", "poison", "b0"]  # the batch of 4 holding the poison
     assert all(r["scores"] == {"x": None} and "failed 2 time(s)" in r["errors"]["x"] for r in bad)
+    assert all(r["warnings"] == {} and r["details"] == {} for r in bad)  # the row schema of docs/records.md
     assert executor.stats["failed_batches"] == 1
     # The poison killed its actor twice. A loaded machine (CI) can add a death:
     # Ray reports a slow, healthy actor as ActorUnavailableError (a

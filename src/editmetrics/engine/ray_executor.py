@@ -117,7 +117,7 @@ class ScorerFactory:
                 errors["record"] = record.error
             errors.update({key: reason for key in keys})
             rows.append({"id": record.id, **record.output_fields(), "scores": {k: None for k in keys},
-                         "errors": errors})
+                         "errors": errors, "warnings": {}, "details": {}})
         return rows
 
 
@@ -156,7 +156,8 @@ class _LiveFactory:
         return self.load, self.score
 
     def failed_rows(self, records, reason):
-        return [{"id": r.id, **r.output_fields(), "scores": {}, "errors": {"batch": reason}} for r in records]
+        return [{"id": r.id, **r.output_fields(), "scores": {}, "errors": {"batch": reason}, "warnings": {},
+                 "details": {}} for r in records]
 
 
 # ---------------------------------------------------------------------------
