@@ -148,3 +148,63 @@ def test_lora_adapter_is_merged_and_recorded(records, tiny_qwen, tmp_path):
     assert ident["lora"].endswith("lora") and ident["model"].endswith("+lora")
     # a random adapter changes the (noise) answer: the adapter was applied
     assert merged[0]["details"]["viescore"]["sc"][0]["answer"] != plain[0]["details"]["viescore"]["sc"][0]["answer"]
+
+
+def test_editscore_on_the_transformers_backend(records, tiny_qwen, monkeypatch):
+    """editscore(passes=2) through the transformers backend: EditScore's
+    decoding reaches generate (sampling at 0.7, top_p 0.9, top_k 20, 512
+    tokens, seed 42 + pass, images before the text), and known answers give
+    the exact 0-25 -> 0-10 arithmetic; the random model's own answers give
+    null with a reason per pass."""
+    import torch
+
+    from editmetrics.judges import local_backends
+
+    base, recs = records
+    (noise,) = score_records(recs, ["editscore(passes=2)"], base_dir=str(base), settings=tf_settings(tiny_qwen))
+    key = "editscore(passes=2)"
+    assert noise["scores"][key] is None and "SC pass 1:" in noise["errors"][key]
+
+    seen = []
+    answers = {(True, 42): [20, 15], (False, 42): [18, 22], (True, 43): [25, 10], (False, 43): [10, 12]}
+    original_load = local_backends.TransformersBackend._load
+
+    def load(self):
+        model, processor = original_load(self)
+        pad = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+        if not getattr(model, "_patched_editscore", False):
+            def generate(input_ids=None, **kwargs):
+                ids = input_ids[0].tolist()
+                is_sc = ids.count(pad) > int(inputs_pad_one[0])
+                text = processor.decode(input_ids[0], skip_special_tokens=False)
+                seed = torch.initial_seed()
+                seen.append({"sc": is_sc, "seed": seed,
+                             "images_first": text.index("<|image_pad|>") < text.index("You are a professional"),
+                             **{k: kwargs.get(k) for k in ("do_sample", "temperature", "top_p", "top_k",
+                                                           "max_new_tokens")}})
+                answer = json.dumps({"reasoning": "r", "score": answers[(bool(is_sc), seed)]})
+                new = processor.tokenizer(answer, return_tensors="pt")["input_ids"]
+                eos = torch.tensor([[model.generation_config.eos_token_id]])
+                return torch.cat([input_ids, new, eos], dim=1)
+            model.generate = generate
+            model._patched_editscore = True
+        return model, processor
+
+    # image-pad tokens of one image: the PQ request has one, the SC request two
+    backend = local_backends.TransformersBackend({"judge_model": tiny_qwen})
+    one = backend.prompt_inputs("x", [np.asarray(photo("coffee"), dtype=np.float32) / 255])
+    _, processor = backend._load()
+    inputs_pad_one = [int((one["input_ids"] == processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")).sum())]
+
+    monkeypatch.setattr(local_backends.TransformersBackend, "_load", load)
+    (row,) = score_records(recs, ["editscore(passes=2)"], base_dir=str(base), settings=tf_settings(tiny_qwen))
+    assert sorted((s["sc"], s["seed"]) for s in seen) == [(False, 42), (False, 43), (True, 42), (True, 43)]
+    assert all(s["do_sample"] and s["temperature"] == 0.7 and s["top_p"] == 0.9 and s["top_k"] == 20
+               and s["max_new_tokens"] == 512 and s["images_first"] for s in seen)
+    # pass 1: following 20/2.5 = 8, consistency 6, PQ min(18, 22)/2.5 = 7.2, O = sqrt(min(20, 15)/2.5 * 7.2)
+    # pass 2: following 10, consistency 4, PQ 4, O = sqrt(4 * 4)
+    s = row["scores"]
+    assert s[key + ".prompt_following"] == pytest.approx(9.0)
+    assert s[key + ".consistency"] == pytest.approx(5.0)
+    assert s[key + ".perceptual_quality"] == pytest.approx(5.6)
+    assert s[key] == pytest.approx((math.sqrt(6 * 7.2) + 4.0) / 2)
