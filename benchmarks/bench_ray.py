@@ -4,8 +4,8 @@
     .venv/bin/python benchmarks/bench_ray.py memory [--counts 5000,50000]
     .venv/bin/python benchmarks/bench_ray.py overhead [--records 2000]
 
-``throughput``: a CPU-bound metric (default ``vif``, piq on torch, one thread
-per worker) over N records of SIZExSIZE PNG pairs made from skimage.data
+``throughput``: a CPU-bound metric (default ``vif``, the wavelet-domain VIF
+in numpy, one BLAS thread per worker with OMP_NUM_THREADS=1) over N records of SIZExSIZE PNG pairs made from skimage.data
 photographs, scored in-process and on a local Ray (num_cpus = this machine's
 cores) with 1 and 2 actors. Prints records/s measured from the first row to
 the last (steady state: actor start-up excluded) and the start-up time (Ray +
@@ -16,8 +16,7 @@ actors building their scorers) separately.
 (VmHWM: the driver alone, not Ray's processes). Two modes: ``executor`` streams
 records from a generator through ``RayExecutor.run_factory`` into the results
 writer (what the executor itself holds), ``score_file`` is the whole
-``editmetrics.score_file`` call (which today also reads the pairs file into a
-list). Flat = the 10x larger run peaks within a few MiB of the smaller one.
+``editmetrics.score_file`` call (records streamed too). Flat = the 10x larger run peaks within a few MiB of the smaller one.
 
 ``overhead``: Ray's own cost per batch (one record per batch, nothing to
 decode or compute), with 1 and 2 actors.

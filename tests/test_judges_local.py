@@ -57,32 +57,41 @@ def test_sc_prompt_has_two_images_pq_one(tiny_qwen):
         assert int((inputs["input_ids"] == pad).sum()) == merged
 
 
-def test_decoded_answer_is_parsed_and_cached(records, tiny_qwen, tmp_path, monkeypatch):
-    """The generated tokens after the prompt are decoded and parsed (generate is
-    replaced to emit a known answer: a random model cannot); a rerun with the
-    cache generates nothing."""
+def answer_with(monkeypatch, answer):
+    """Replace the tiny model's generate (a random model cannot answer) by one
+    that appends ``answer(input_ids, generate_kwargs, processor)`` and EOS."""
     import torch
 
     from editmetrics.judges import local_backends
 
-    calls = {"n": 0}
     original_load = local_backends.TransformersBackend._load
 
     def load(self):
         model, processor = original_load(self)
-        if not getattr(model, "_patched", False):
-            def generate(input_ids=None, **kwargs):
-                calls["n"] += 1
-                is_sc = (input_ids == processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")).sum() > 6
-                text = '{"score": [8, 5], "reasoning": "r"}' if is_sc else '{"score": [6, 9], "reasoning": "q"}'
-                new = processor.tokenizer(text, return_tensors="pt")["input_ids"]
-                eos = torch.tensor([[model.generation_config.eos_token_id]])
-                return torch.cat([input_ids, new, eos], dim=1)
-            model.generate = generate
-            model._patched = True
+
+        def generate(input_ids=None, **kwargs):
+            new = processor.tokenizer(answer(input_ids, kwargs, processor), return_tensors="pt")["input_ids"]
+            eos = torch.tensor([[model.generation_config.eos_token_id]])
+            return torch.cat([input_ids, new, eos], dim=1)
+
+        model.generate = generate
         return model, processor
 
     monkeypatch.setattr(local_backends.TransformersBackend, "_load", load)
+
+
+def test_decoded_answer_is_parsed_and_cached(records, tiny_qwen, tmp_path, monkeypatch):
+    """The generated tokens after the prompt are decoded and parsed (generate is
+    replaced to emit a known answer: a random model cannot); a rerun with the
+    cache generates nothing."""
+    calls = {"n": 0}
+
+    def answer(input_ids, kwargs, processor):
+        calls["n"] += 1
+        is_sc = (input_ids == processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")).sum() > 6
+        return '{"score": [8, 5], "reasoning": "r"}' if is_sc else '{"score": [6, 9], "reasoning": "q"}'
+
+    answer_with(monkeypatch, answer)
     base, recs = records
     settings = tf_settings(tiny_qwen, judge_cache_dir=str(tmp_path / "cache"))
     (row,) = score_records(recs, ["viescore"], base_dir=str(base), settings=settings)
@@ -167,36 +176,24 @@ def test_editscore_on_the_transformers_backend(records, tiny_qwen, monkeypatch):
 
     seen = []
     answers = {(True, 42): [20, 15], (False, 42): [18, 22], (True, 43): [25, 10], (False, 43): [10, 12]}
-    original_load = local_backends.TransformersBackend._load
-
-    def load(self):
-        model, processor = original_load(self)
-        pad = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
-        if not getattr(model, "_patched_editscore", False):
-            def generate(input_ids=None, **kwargs):
-                ids = input_ids[0].tolist()
-                is_sc = ids.count(pad) > int(inputs_pad_one[0])
-                text = processor.decode(input_ids[0], skip_special_tokens=False)
-                seed = torch.initial_seed()
-                seen.append({"sc": is_sc, "seed": seed,
-                             "images_first": text.index("<|image_pad|>") < text.index("You are a professional"),
-                             **{k: kwargs.get(k) for k in ("do_sample", "temperature", "top_p", "top_k",
-                                                           "max_new_tokens")}})
-                answer = json.dumps({"reasoning": "r", "score": answers[(bool(is_sc), seed)]})
-                new = processor.tokenizer(answer, return_tensors="pt")["input_ids"]
-                eos = torch.tensor([[model.generation_config.eos_token_id]])
-                return torch.cat([input_ids, new, eos], dim=1)
-            model.generate = generate
-            model._patched_editscore = True
-        return model, processor
 
     # image-pad tokens of one image: the PQ request has one, the SC request two
     backend = local_backends.TransformersBackend({"judge_model": tiny_qwen})
-    one = backend.prompt_inputs("x", [np.asarray(photo("coffee"), dtype=np.float32) / 255])
     _, processor = backend._load()
-    inputs_pad_one = [int((one["input_ids"] == processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")).sum())]
+    pad = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    one = backend.prompt_inputs("x", [np.asarray(photo("coffee"), dtype=np.float32) / 255])
+    pads_of_one = int((one["input_ids"] == pad).sum())
 
-    monkeypatch.setattr(local_backends.TransformersBackend, "_load", load)
+    def answer(input_ids, kwargs, processor):
+        is_sc = input_ids[0].tolist().count(pad) > pads_of_one
+        text = processor.decode(input_ids[0], skip_special_tokens=False)
+        seed = torch.initial_seed()
+        seen.append({"sc": is_sc, "seed": seed,
+                     "images_first": text.index("<|image_pad|>") < text.index("You are a professional"),
+                     **{k: kwargs.get(k) for k in ("do_sample", "temperature", "top_p", "top_k", "max_new_tokens")}})
+        return json.dumps({"reasoning": "r", "score": answers[(is_sc, seed)]})
+
+    answer_with(monkeypatch, answer)
     (row,) = score_records(recs, ["editscore(passes=2)"], base_dir=str(base), settings=tf_settings(tiny_qwen))
     assert sorted((s["sc"], s["seed"]) for s in seen) == [(False, 42), (False, 43), (True, 42), (True, 43)]
     assert all(s["do_sample"] and s["temperature"] == 0.7 and s["top_p"] == 0.9 and s["top_k"] == 20
