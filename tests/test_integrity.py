@@ -352,11 +352,25 @@ def test_max_pixels_and_failure_message(tmp_path):
     assert all("above the max_pixels setting (1,000)" in r["errors"]["source"] for r in rows)
     assert all(r["warnings"] == {} and r["details"] == {} for r in rows)
     # per metric: how many failed and the most frequent reason
-    assert "psnr: 6 failed; most often (6x): field 'edited' could not be loaded" in res.output
+    assert "psnr: 6 failed; most often (6x), e.g.: field 'edited' could not be loaded" in res.output
     assert "ssim: 6 failed" in res.output
     res = CliRunner().invoke(cli, ["score", "--pairs", pairs, "--metrics", "psnr", "--out", str(tmp_path / "x.jsonl"),
                                    "--set", "max_pixels=lots"])
     assert res.exit_code == 2 and "max_pixels" in res.output
+
+
+def test_failure_reasons_group_by_kind_and_show_a_real_example():
+    """Messages that differ only in their paths count as one reason; the line
+    shows the first one whole (its folder included), and 'hf:/x' is no drive."""
+    from editmetrics.cli.app import FailureTally
+
+    tally = FailureTally()
+    rows = [{"id": str(i), "scores": {"dino_i": None}, "errors": {"dino_i": f"backbone 'hf:/models/d{i}': not found"}}
+            for i in range(3)]
+    rows.append({"id": "x", "scores": {"dino_i": None}, "errors": {"dino_i": "other"}})
+    assert len(list(tally.watch(rows))) == 4
+    assert tally.message("o.jsonl").splitlines()[1] == \
+        "  dino_i: 4 failed; most often (3x), e.g.: backbone 'hf:/models/d0': not found"
 
 
 def test_python_api_streams_and_keeps_read_results(tmp_path):

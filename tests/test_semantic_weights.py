@@ -123,3 +123,13 @@ def test_unknown_arch_and_missing_file_are_metric_errors(tmp_path):
         store.backbone("clip")
     with pytest.raises(MetricError, match="not found"):
         FeatureStore({"clip": f"ViT-B-32:{tmp_path}/none.safetensors"}).backbone("clip")
+
+
+def test_a_missing_local_hf_folder_names_the_folder_and_no_download_source(tmp_path):
+    from editmetrics.weights.resolver import locate_hf, missing_message
+
+    folder = str(tmp_path / "dinov2-base")
+    text = missing_message("dino", locate_hf(folder, {}), "dino")
+    assert f"in {folder}" in text and "huggingface.co" not in text
+    assert "(from huggingface.co/facebook/dinov2-base)" in missing_message(
+        "dino", locate_hf("facebook/dinov2-base", {"weights_dir": str(tmp_path)}), "dino")

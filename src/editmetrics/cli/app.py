@@ -194,6 +194,7 @@ class FailureTally:
         self.rows = 0
         self.failed = 0
         self.reasons: dict[str, Counter] = {}
+        self.examples: dict[tuple[str, str], str] = {}  # (key, kind) -> its first message, paths kept
 
     def watch(self, rows):
         for row in rows:
@@ -203,26 +204,34 @@ class FailureTally:
                 self.failed += 1
             for key, value in (row.get("scores") or {}).items():
                 if value is None and key in errors:
-                    self.reasons.setdefault(key, Counter())[_reason_kind(errors[key])] += 1
+                    kind = _reason_kind(errors[key])
+                    self.reasons.setdefault(key, Counter())[kind] += 1
+                    self.examples.setdefault((key, kind), str(errors[key]))
             yield row
 
     def message(self, out: str) -> str:
         parts = []
         for key, counter in self.reasons.items():
-            reason, count = counter.most_common(1)[0]
-            parts.append(f"  {key}: {sum(counter.values())} failed; most often ({count}x): {reason}")
+            kind, count = counter.most_common(1)[0]
+            reason = _cut(self.examples[(key, kind)], 400)
+            parts.append(f"  {key}: {sum(counter.values())} failed; most often ({count}x), e.g.: {reason}")
         lines = [f"{self.failed} record(s) have errors; see the 'errors' field in {out}"] + parts
         return "\n".join(lines)
 
 
-_PATHS = re.compile(r"(?:[A-Za-z]:)?(?:/[^\s'\",:;()]+)+")
+# a path: /a/b, ./a, ~/a, or C:/a (a drive letter only as a word of its own, so
+# the "f:" of "hf:/models/x" stays)
+_PATHS = re.compile(r"(?:(?<![A-Za-z0-9])[A-Za-z]:)?(?:/[^\s'\",:;()]+)+")
 
 
 def _reason_kind(text) -> str:
     """An error message with its paths replaced, so that the same failure on
     different files counts as one reason."""
-    text = _PATHS.sub("<path>", str(text))
-    return text if len(text) <= 160 else text[:157] + "..."
+    return _PATHS.sub("<path>", str(text))
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def write_csv(rows, path: str, overwrite: bool = False) -> None:

@@ -242,6 +242,9 @@ def locate_hf(model_id: str, settings: dict) -> Located:
     or a complete snapshot in the Hugging Face cache."""
     if os.path.isdir(os.path.expanduser(model_id)):
         return Located(os.path.expanduser(model_id), searched=[model_id])
+    if model_id.startswith(("/", ".", "~")):  # a folder the user named: nothing to download
+        return Located(None, searched=[model_id], home=os.path.expanduser(model_id),
+                       expected_name="config.json + model.safetensors")
     home = os.path.join(weights_dir(settings), "hf", model_id)
     found = Located(None, searched=[home], home=home, expected_name="config.json + model.safetensors",
                     source=f"huggingface.co/{model_id}")
