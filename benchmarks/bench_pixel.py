@@ -76,6 +76,14 @@ def main() -> None:
         print(hwm_kib / 1024)
         return
 
+    if args.workdir is None:  # a temporary folder, removed afterwards (it holds ~180 MB of PNGs)
+        with tempfile.TemporaryDirectory(prefix="em-bench-") as tmp:
+            args.workdir = tmp
+            return measure(args)
+    return measure(args)
+
+
+def measure(args) -> None:
     import torch
     from skimage.metrics import structural_similarity
     from torchmetrics.functional.image import structural_similarity_index_measure
@@ -85,7 +93,7 @@ def main() -> None:
     from editmetrics.metrics.pixel import rgb2gray_uint8, ssim_map
 
     torch.set_num_threads(os.cpu_count() or 1)
-    work = args.workdir or tempfile.mkdtemp(prefix="em-bench-")
+    work = args.workdir
     os.makedirs(work, exist_ok=True)
     n = args.records
     pairs = make_pairs(work, n)

@@ -177,7 +177,12 @@ def main() -> None:
     parser.add_argument("--counts", default="5000,50000")
     parser.add_argument("--workdir")
     args = parser.parse_args()
-    {"throughput": throughput, "memory": memory, "overhead": overhead}[args.what](args)
+    run = {"throughput": throughput, "memory": memory, "overhead": overhead}[args.what]
+    if args.workdir is None:  # a temporary folder, removed afterwards
+        with tempfile.TemporaryDirectory(prefix="em-bench-ray-") as tmp:
+            args.workdir = tmp
+            return run(args)
+    return run(args)
 
 
 if __name__ == "__main__":

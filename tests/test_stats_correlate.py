@@ -166,4 +166,7 @@ def test_summary_separates_failures_from_not_applicable_and_inf_std():
     assert s["overall"]["psnr"]["failures"] == 1
     # two identical images each: mean inf, std undefined (None, not nan)
     assert s["overall"]["psnr"]["mean"] == float("inf") and s["overall"]["psnr"]["std"] is None
+    one = summarize(rows[:1])["overall"]["psnr"]  # a single inf: undefined too, not 0
+    assert one["mean"] == float("inf") and one["std"] is None
+    assert summarize(rows[2:])["overall"]["bpm"]["std"] == 0.0  # a single finite value: 0
     assert s["groups"]["g"]["bpm.s_size"]["not_applicable"] == 1
