@@ -295,6 +295,17 @@ def test_models_and_weights_list_agree(tmp_path):
     assert "MISSING   magicbrush:magicbrush" in res.stdout
 
 
+def test_weights_list_shows_what_bpm_needs(tmp_path):
+    """BPM's CLIP backbone and its grounder's folders are listed (the grounder's
+    own declaration, so a plugin grounder lists its files too)."""
+    res = run_cli("weights", "list", "--json", "--set", f"bpm_sam={tmp_path}", "--set", f"weights_dir={tmp_path}")
+    assert res.returncode == 0, res.stderr
+    rows = {r["spec"]: r for r in json.loads(res.stdout)}
+    assert "bpm" in next(r for r in rows.values() if r["setting"] == "clip")["metrics"]
+    assert rows["gdino-sam:sam"]["present"] is True and rows["gdino-sam:sam"]["metrics"] == ["bpm(grounder=gdino-sam)"]
+    assert rows["gdino-sam:groundingdino"]["present"] is False
+
+
 # -- set-up: the LLM parser's extra ---------------------------------------------------
 
 

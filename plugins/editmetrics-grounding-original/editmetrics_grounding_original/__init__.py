@@ -36,6 +36,7 @@ from editmetrics.bpm.grounding import BOX_THRESHOLD, TEXT_THRESHOLD, DetectThenS
 from editmetrics.plugins.hookspecs import hookimpl
 from editmetrics.data.images import to_pil, to_uint8
 from editmetrics.contract.metric import MetricError
+from editmetrics.contract.model import Weight
 
 # bert_compat imports torch: it is imported where the model is built, so that
 # loading this plugin (every `editmetrics` command) stays free of torch.
@@ -96,6 +97,16 @@ class OriginalGroundingDinoSam(DetectThenSegment):
     id = "gdino-sam-original"
     description = ("groundingdino-py GroundingDINO + segment-anything SAM from the released .pth files "
                    "(bpm_groundingdino_config/_checkpoint/_text_encoder, bpm_sam_checkpoint)")
+    weights = (
+        Weight("groundingdino_config", "GroundingDINO_SwinT_OGC.py of the IDEA-Research GroundingDINO release",
+               setting="bpm_groundingdino_config"),
+        Weight("groundingdino_checkpoint", "groundingdino_swint_ogc.pth of the same release",
+               setting="bpm_groundingdino_checkpoint"),
+        Weight("text_encoder", "a save_pretrained folder of bert-base-uncased (config.json, weights, vocab.txt)",
+               setting="bpm_groundingdino_text_encoder"),
+        Weight("sam_checkpoint", "Meta's segment-anything checkpoint (sam_vit_h_4b8939.pth for vit_h)",
+               setting="bpm_sam_checkpoint"),
+    )
 
     def __init__(self, settings: dict | None = None, device: str = "cpu", box_threshold: float = BOX_THRESHOLD,
                  text_threshold: float = TEXT_THRESHOLD):

@@ -25,6 +25,7 @@ import numpy as np
 
 from editmetrics.data.images import to_pil
 from editmetrics.contract.metric import MetricError
+from editmetrics.contract.model import Weight
 
 BOX_THRESHOLD = 0.3
 TEXT_THRESHOLD = 0.25
@@ -125,6 +126,12 @@ class HFGroundingDinoSam(DetectThenSegment):
 
     id = "gdino-sam"
     description = "transformers GroundingDINO + SAM from local folders (bpm_groundingdino, bpm_sam)"
+    weights = (
+        Weight("groundingdino", "a save_pretrained folder of a transformers GroundingDINO "
+               "(e.g. IDEA-Research/grounding-dino-tiny)", setting="bpm_groundingdino"),
+        Weight("sam", "a save_pretrained folder of a transformers SAM (e.g. facebook/sam-vit-huge)",
+               setting="bpm_sam"),
+    )
 
     def __init__(self, settings: dict | None = None, device: str = "cpu", box_threshold: float = BOX_THRESHOLD,
                  text_threshold: float = TEXT_THRESHOLD):

@@ -96,6 +96,7 @@ class BPM(Metric):
     fields = ("edited",)
     optional_fields = ("mask", "source_mask", "target_mask")
     reference = "source"
+    backbones = ("clip",)  # S_modify's default backbone (param `backbone`); grounder weights: weight_rows
     params = {
         "parser": Param("", "instruction parser id (default: setting bpm_parser, else 'rules')"),
         "grounder": Param("", "grounder id (default: setting bpm_grounder, else 'gdino-sam')"),

@@ -299,10 +299,11 @@ def weight_rows(settings: dict, registry=None) -> list[dict]:
                 by_spec[spec] = info
                 rows.append(info)
             by_spec[spec]["metrics"].append(mid)
-    for kind in ("metrics", "models"):
+    for kind in ("metrics", "models", "grounders"):
         for mid, cls in sorted(registry.items[kind].items()):
+            user = f"bpm(grounder={mid})" if kind == "grounders" else mid
             for w in getattr(cls, "weights", ()):
                 path = weight_path(w, settings)
-                rows.append({"setting": w.setting, "spec": f"{mid}:{w.name}", "metrics": [mid], "path": path,
+                rows.append({"setting": w.setting, "spec": f"{mid}:{w.name}", "metrics": [user], "path": path,
                              "present": weight_present(path), "hint": w.hint, "sha256": None})
     return rows
