@@ -306,6 +306,22 @@ def test_weights_list_shows_what_bpm_needs(tmp_path):
     assert rows["gdino-sam:groundingdino"]["present"] is False
 
 
+def test_weights_list_shows_the_iqa_weight_files(tmp_path, monkeypatch):
+    """LPIPS/DISTS files are listed where the metric looks for them: the
+    iqa_weights folder, else torch hub's checkpoints (same rule, torch not imported)."""
+    (tmp_path / "alexnet-owt-7be5be79.pth").write_bytes(b"x")
+    res = run_cli("weights", "list", "--json", "--set", f"iqa_weights={tmp_path}")
+    rows = {r["spec"]: r for r in json.loads(res.stdout)}
+    assert rows["lpips:alexnet"]["present"] is True
+    assert rows["lpips:alexnet"]["path"] == str(tmp_path / "alexnet-owt-7be5be79.pth")
+    assert rows["dists:alpha_beta"]["present"] is False and rows["dists:alpha_beta"]["metrics"] == ["dists"]
+    torch = pytest.importorskip("torch")
+    from editmetrics.metrics.iqa import default_checkpoints_dir
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    assert default_checkpoints_dir() == os.path.join(torch.hub.get_dir(), "checkpoints")
+
+
 # -- set-up: the LLM parser's extra ---------------------------------------------------
 
 

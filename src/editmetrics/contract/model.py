@@ -29,6 +29,7 @@ class Weight:
     hint: str  # where it goes and where to get it
     path: str | None = None  # default local path, if any
     setting: str | None = None  # settings key (and env EDITMETRICS_<KEY>) that overrides ``path``
+    file: str | None = None  # a file inside the folder that ``setting`` / ``path`` names
 
 
 class Model:

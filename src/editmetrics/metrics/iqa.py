@@ -26,6 +26,7 @@ import numpy as np
 
 from editmetrics.plugins.hookspecs import hookimpl
 from editmetrics.contract.metric import Metric, MetricError, Param
+from editmetrics.contract.model import Weight
 from editmetrics.data.records import IMAGE_FIELDS
 
 IMAGE = Param("edited", "image field compared with the reference", IMAGE_FIELDS)
@@ -35,6 +36,19 @@ def torch_checkpoints_dir() -> str:
     import torch
 
     return os.path.join(torch.hub.get_dir(), "checkpoints")
+
+
+def default_checkpoints_dir() -> str:
+    """torch.hub's checkpoints folder by its documented rule ($TORCH_HOME, else
+    $XDG_CACHE_HOME/torch, else ~/.cache/torch; then hub/checkpoints), without
+    importing torch: for the ``Weight`` declarations that `weights list` reads."""
+    home = os.environ.get("TORCH_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "torch")
+    return os.path.join(os.path.expanduser(home), "hub", "checkpoints")
+
+
+def _iqa_weight(name: str, file: str, hint: str) -> Weight:
+    return Weight(name, f"{file}: {hint}; in the folder of setting iqa_weights (default: torch hub's checkpoints)",
+                  path=default_checkpoints_dir(), setting="iqa_weights", file=file)
 
 
 def weights_folder(settings: dict, default: Callable[[], str] = torch_checkpoints_dir) -> str:
@@ -181,6 +195,8 @@ class LPIPS(NetPairMetric):
     higher_is_better = False
     range = (0.0, None)
     params = {"image": IMAGE, "net": Param("alex", "backbone", ("alex", "vgg", "squeeze"))}
+    weights = (_iqa_weight("alexnet", "alexnet-owt-7be5be79.pth",
+                           "torchvision's ImageNet AlexNet (net=alex, the default; net=vgg needs vgg16-397923af.pth)"),)
 
     def build(self, ctx) -> Callable:
         import lpips
@@ -229,6 +245,8 @@ class DISTS(NetPairMetric):
     higher_is_better = False
     range = (0.0, 1.0)
     params = {"image": IMAGE}
+    weights = (_iqa_weight("vgg16", "vgg16-397923af.pth", "torchvision's ImageNet VGG16"),
+               _iqa_weight("alpha_beta", "dists_weights.pt", "DISTS alpha/beta of piq's release v0.4.1"))
 
     def build(self, ctx) -> Callable:
         import torch

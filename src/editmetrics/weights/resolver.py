@@ -63,6 +63,8 @@ def weight_path(weight, settings: dict | None) -> str | None:
     if weight.setting:
         value = (settings or {}).get(weight.setting) or os.environ.get(f"EDITMETRICS_{weight.setting.upper()}")
     value = value or weight.path
+    if value and getattr(weight, "file", None):
+        value = os.path.join(str(value), weight.file)
     return os.path.expanduser(str(value)) if value else None
 
 
