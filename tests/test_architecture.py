@@ -35,6 +35,20 @@ def test_unknown_setting_exits_2_with_did_you_mean(tmp_path):
     assert res.returncode == 2 and "unknown setting 'ssim_window'" in res.stderr
 
 
+def test_settings_given_in_python_are_validated_too(tmp_path):
+    """score_file / score_records (what the Python API and the benchmarks call)
+    refuse a misspelt key before any work, and type the values they accept."""
+    from editmetrics.engine.runner import checked_settings, score_file, score_records
+
+    out = tmp_path / "o.jsonl"
+    with pytest.raises(SettingError, match="did you mean 'feature_batch_size'"):
+        score_file(EXAMPLES, ["psnr"], str(out), settings={"feature_batch_sise": 4}, progress=False)
+    assert not out.exists()
+    with pytest.raises(SettingError, match="unknown setting 'ssim_window'"):
+        score_records([], ["psnr"], settings={"ssim_window": 7})
+    assert checked_settings({"max_pixels": "1000"}, None) == {"max_pixels": 1000}
+
+
 def test_bad_values_from_every_source_exit_2(tmp_path):
     res = run_cli("settings", "--json")  # nothing set: fine
     assert res.returncode == 0

@@ -103,6 +103,6 @@ def score(records: Iterable[dict], metrics: list[str] | str, **options: Any) -> 
 
 def _checked(settings: dict | None, registry: Registry) -> dict:
     """Settings given in Python are validated like --set values (typed, known keys)."""
-    from editmetrics.engine.settings import validate
+    from editmetrics.engine.runner import checked_settings
 
-    return validate(dict(settings or {}), {k: "settings=" for k in settings or {}}, registry)
+    return checked_settings(settings, registry)

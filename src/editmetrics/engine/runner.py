@@ -488,6 +488,14 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
 
 
+def checked_settings(settings: dict | None, registry: Registry) -> dict:
+    """Settings given in Python, validated like --set values: typed, and an
+    unknown key (a typo) is a ``SettingError``, never silently ignored."""
+    from editmetrics.engine.settings import validate
+
+    return validate(dict(settings or {}), {k: "settings=" for k in settings or {}}, registry)
+
+
 def score_file(
     pairs: str,
     metrics: list[str],
@@ -518,7 +526,7 @@ def score_file(
     keys = [bm.key for bm in bound]
     outputs = {"--out": out, **(other_outputs or {})}
     check_paths({"--pairs": pairs}, outputs)
-    settings = dict(settings or {})
+    settings = checked_settings(settings, registry)
     effective = {**settings, "device": device, "size_policy": size_policy,
                  "max_pixels": max_pixels_setting(settings)}
     scan = scan_pairs(pairs, check=_no_output_among_images(outputs))
@@ -636,7 +644,7 @@ def score_records(
     registry = registry or get_registry()
     bound = resolve_metrics(metrics, registry)
     ctx = RunContext(device=device, batch_size=batch_size, size_policy=SizePolicy(size_policy),
-                     settings=settings or {}, registry=registry)
+                     settings=checked_settings(settings, registry), registry=registry)
     scorer = Scorer(bound, ctx)
     items = [
         EditRecord(id=r.get("id", i), fields=dict(r), base_dir=os.path.abspath(base_dir), line=i)
