@@ -5,7 +5,8 @@
     .venv/bin/python benchmarks/bench_ray.py overhead [--records 2000]
 
 ``throughput``: a CPU-bound metric (default ``vif``, the wavelet-domain VIF
-in numpy, one BLAS thread per worker with OMP_NUM_THREADS=1) over N records of SIZExSIZE PNG pairs made from skimage.data
+in numpy, one BLAS thread per worker with OMP_NUM_THREADS=1) over N records
+of SIZExSIZE PNG pairs made from skimage.data
 photographs, scored in-process and on a local Ray (num_cpus = this machine's
 cores) with 1 and 2 actors. Prints records/s measured from the first row to
 the last (steady state: actor start-up excluded) and the start-up time (Ray +
@@ -16,7 +17,8 @@ actors building their scorers) separately.
 (VmHWM: the driver alone, not Ray's processes). Two modes: ``executor`` streams
 records from a generator through ``RayExecutor.run_factory`` into the results
 writer (what the executor itself holds), ``score_file`` is the whole
-``editmetrics.score_file`` call (records streamed too). Flat = the 10x larger run peaks within a few MiB of the smaller one.
+``editmetrics.score_file`` call (records streamed too). Flat = the 10x larger
+run peaks within a few MiB of the smaller one.
 
 ``overhead``: Ray's own cost per batch (one record per batch, nothing to
 decode or compute), with 1 and 2 actors.
@@ -74,7 +76,7 @@ def throughput(args) -> None:
 
     from editmetrics.engine.ray_executor import RayExecutor
 
-    work = args.workdir or tempfile.mkdtemp(prefix="em-bench-ray-")
+    work = args.workdir
     os.makedirs(work, exist_ok=True)
     pairs = make_pairs(work, args.records, args.size)
     out = os.path.join(work, "out.jsonl")
@@ -146,7 +148,7 @@ def memory_child(pairs: str, mode: str) -> None:
 
 
 def memory(args) -> None:
-    work = args.workdir or tempfile.mkdtemp(prefix="em-bench-ray-mem-")
+    work = args.workdir
     os.makedirs(work, exist_ok=True)
     counts = [int(c) for c in args.counts.split(",")]
     print(f"driver peak RSS (VmHWM), psnr on 16x16 PNGs, batch 64, 2 Ray actors; {os.cpu_count()} CPU cores")

@@ -89,3 +89,15 @@ def default_sigint() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def repo_sources(folders: tuple[str, ...], suffixes: tuple[str, ...] = (".py",)):
+    """(path relative to the repository, text) of every file with one of
+    ``suffixes`` under ``folders``: for tests that scan the code itself."""
+    for folder in folders:
+        for root, _, files in os.walk(os.path.join(REPO, folder)):
+            for name in sorted(files):
+                if name.endswith(suffixes):
+                    path = os.path.join(root, name)
+                    with open(path, encoding="utf-8") as fh:
+                        yield os.path.relpath(path, REPO), fh.read()

@@ -17,7 +17,7 @@ from editmetrics.plugins.registry import Registry
 from editmetrics.contract.scorekey import ScoreKey, ScoreKeyError
 from editmetrics.engine.settings import Setting, SettingError, score_affecting, validate
 
-from helpers import REPO, photo, read_jsonl, run_cli, save, write_pairs
+from helpers import REPO, photo, read_jsonl, repo_sources, run_cli, save, write_pairs
 
 EXAMPLES = os.path.join(REPO, "examples", "pairs.jsonl")
 
@@ -140,12 +140,8 @@ def test_every_environment_variable_read_is_a_setting_or_a_listed_switch(tmp_pat
     from editmetrics.engine.settings import declared
 
     names = set()
-    for folder in ("src", "tests", "benchmarks", "plugins", "scripts"):
-        for root, _, files in os.walk(os.path.join(REPO, folder)):
-            for name in files:
-                if name.endswith((".py", ".sh")):
-                    with open(os.path.join(root, name), encoding="utf-8") as fh:
-                        names |= set(re.findall(r"EDITMETRICS_([A-Z][A-Z0-9_]*[A-Z0-9])\b", fh.read()))
+    for _, text in repo_sources(("src", "tests", "benchmarks", "plugins", "scripts"), (".py", ".sh")):
+        names |= set(re.findall(r"EDITMETRICS_([A-Z][A-Z0-9_]*[A-Z0-9])\b", text))
     assert {"FAULT_TABLE", "CHROMIUM", "LOAD_PLUGINS"} <= names  # the scan finds them
     settings = {name.upper() for name in declared()}
     not_names = {"NAME", "BPM_PARSR"}  # the docs' placeholder; the misspelling tested above
@@ -318,6 +314,8 @@ def test_weights_list_shows_what_bpm_needs(tmp_path):
     assert "bpm" in next(r for r in rows.values() if r["setting"] == "clip")["metrics"]
     assert rows["gdino-sam:sam"]["present"] is True and rows["gdino-sam:sam"]["metrics"] == ["bpm(grounder=gdino-sam)"]
     assert rows["gdino-sam:groundingdino"]["present"] is False
+    text = run_cli("weights", "list", "--set", f"weights_dir={tmp_path}").stdout
+    assert "MISSING" in text and "weights list` shows all" not in text  # no pointer back to itself
 
 
 def test_weights_list_shows_the_iqa_weight_files(tmp_path, monkeypatch):

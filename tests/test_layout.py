@@ -71,25 +71,20 @@ def test_every_editmetrics_import_outside_the_package_resolves():
     (bench_ray.py kept importing runner.append_rows after it was replaced)."""
     import importlib
 
-    repo = os.path.dirname(SRC)
+    from helpers import repo_sources
+
     missing = []
-    for folder in ("benchmarks", "scripts", "plugins", "tests"):
-        for root, _, files in os.walk(os.path.join(repo, folder)):
-            for name in files:
-                if not name.endswith(".py"):
+    for path, text in repo_sources(("benchmarks", "scripts", "plugins", "tests")):
+        for node in ast.walk(ast.parse(text)):  # every level, functions included
+            if not (isinstance(node, ast.ImportFrom) and node.level == 0
+                    and (node.module or "").split(".")[0] == "editmetrics"):
+                continue
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                if alias.name == "*" or hasattr(module, alias.name):
                     continue
-                path = os.path.join(root, name)
-                with open(path, encoding="utf-8") as fh:
-                    tree = ast.parse(fh.read())
-                for node in ast.walk(tree):  # every level, functions included
-                    if isinstance(node, ast.ImportFrom) and node.level == 0 \
-                            and (node.module or "").split(".")[0] == "editmetrics":
-                        module = importlib.import_module(node.module)
-                        for alias in node.names:
-                            if alias.name != "*" and not hasattr(module, alias.name):
-                                try:
-                                    importlib.import_module(f"{node.module}.{alias.name}")
-                                except ImportError:
-                                    missing.append(f"{os.path.relpath(path, repo)}:{node.lineno} "
-                                                   f"{node.module}.{alias.name}")
+                try:
+                    importlib.import_module(f"{node.module}.{alias.name}")
+                except ImportError:
+                    missing.append(f"{path}:{node.lineno} {node.module}.{alias.name}")
     assert not missing, missing

@@ -17,7 +17,7 @@ from editmetrics.data.images import SizePolicy
 from editmetrics.contract.metric import MetricError, Score
 from editmetrics.plugins.registry import Registry, get_registry
 from editmetrics.data.records import EditRecord
-from editmetrics.engine.runner import RunContext, Scorer, resolve_metrics, score_records
+from editmetrics.engine.runner import RunContext, Scorer, checked_settings, resolve_metrics, score_records
 
 
 class MetricFunction:
@@ -32,7 +32,7 @@ class MetricFunction:
     def __init__(self, spec: str, *, settings: dict | None = None, device: str = "cpu",
                  size_policy: str = "resize", registry: Registry | None = None):
         registry = registry or get_registry()
-        settings = _checked(settings, registry)
+        settings = checked_settings(settings, registry)
         (self.bound,) = resolve_metrics([spec], registry)
         self.spec = self.bound.key
         self.metric = self.bound.metric
@@ -96,13 +96,5 @@ def score(records: Iterable[dict], metrics: list[str] | str, **options: Any) -> 
     from editmetrics.contract.metric import split_specs
 
     specs = split_specs(metrics) if isinstance(metrics, str) else list(metrics)
-    registry = options.get("registry") or get_registry()
-    options["settings"] = _checked(options.get("settings"), registry)
-    return Results(score_records(records, specs, **options))
+    return Results(score_records(records, specs, **options))  # settings validated there
 
-
-def _checked(settings: dict | None, registry: Registry) -> dict:
-    """Settings given in Python are validated like --set values (typed, known keys)."""
-    from editmetrics.engine.runner import checked_settings
-
-    return checked_settings(settings, registry)

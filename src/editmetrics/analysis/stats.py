@@ -47,9 +47,10 @@ def describe(values: list[float], failures: int, not_applicable: int = 0) -> dic
         return {"n": 0, "mean": None, "std": None, "ci95": [None, None], **counts}
     with np.errstate(invalid="ignore"):
         mean = float(data.mean())
-        std = float(data.std(ddof=1)) if n > 1 else 0.0 * mean  # one inf: nan, as for several
+        std = float(data.std(ddof=1)) if n > 1 else 0.0
+    defined = math.isfinite(std) and math.isfinite(mean)  # one inf as several: undefined
     low, high = bootstrap_ci(data)
-    return {"n": n, "mean": mean, "std": std if math.isfinite(std) else None, "ci95": [low, high], **counts}
+    return {"n": n, "mean": mean, "std": std if defined else None, "ci95": [low, high], **counts}
 
 
 def _has_error(row: dict, key: str) -> bool:

@@ -43,8 +43,8 @@ def list_cmd(as_json, config_path, assignments, clip, dino):
         where = row.get("path") or row.get("home") or "(no path configured)"
         click.echo(f"{row['spec']:<40} {state:<8} {where}")
         click.echo(f"    used by: {', '.join(row['metrics'])}")
-        if not row["present"] and row.get("hint"):  # (the pointer back to this list is dropped here)
-            click.echo(f"    {row['hint'].replace('; `editmetrics weights list` shows all', '')}")
+        if not row["present"] and row.get("hint"):
+            click.echo(f"    {row['hint']}")
 
 
 @weights.command("path")

@@ -32,16 +32,10 @@ from editmetrics.data.records import IMAGE_FIELDS
 IMAGE = Param("edited", "image field compared with the reference", IMAGE_FIELDS)
 
 
-def torch_checkpoints_dir() -> str:
-    import torch
-
-    return os.path.join(torch.hub.get_dir(), "checkpoints")
-
-
 def default_checkpoints_dir() -> str:
     """torch.hub's checkpoints folder by its documented rule ($TORCH_HOME, else
     $XDG_CACHE_HOME/torch, else ~/.cache/torch; then hub/checkpoints), without
-    importing torch: for the ``Weight`` declarations that `weights list` reads."""
+    importing torch: the metrics and `weights list` look in the same place."""
     home = os.environ.get("TORCH_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "torch")
     return os.path.join(os.path.expanduser(home), "hub", "checkpoints")
 
@@ -51,9 +45,9 @@ def _iqa_weight(name: str, file: str, hint: str) -> Weight:
                   path=default_checkpoints_dir(), setting="iqa_weights", file=file)
 
 
-def weights_folder(settings: dict, default: Callable[[], str] = torch_checkpoints_dir) -> str:
+def weights_folder(settings: dict) -> str:
     folder = settings.get("iqa_weights")
-    return os.path.expanduser(str(folder)) if folder else default()
+    return os.path.expanduser(str(folder)) if folder else default_checkpoints_dir()
 
 
 def require_file(folder: str, name: str, what: str, metric: str) -> str:

@@ -350,7 +350,7 @@ def describe_spec(spec: str, settings: dict, registry=None) -> dict[str, Any]:
     if factory is HFEncoder:
         found = locate_hf(rest if head == "hf" else spec, settings)
         return {"path": found.path, "home": found.home, "present": found.path is not None, "sha256": None,
-                "hint": missing_message(f"backbone {spec!r}", found, _setting_of(spec))}
+                "hint": missing_message(f"backbone {spec!r}", found, _setting_of(spec), point_to_list=False)}
     if factory is not OpenClipEncoder:
         return {"path": None, "home": None, "present": None, "sha256": None, "hint": f"plugin backbone {head!r}"}
     if not rest:
@@ -367,4 +367,4 @@ def describe_spec(spec: str, settings: dict, registry=None) -> dict[str, Any]:
     if found.path and not found.path.endswith(".pt"):
         sha = None
     return {"path": found.path, "home": found.home, "present": found.path is not None, "sha256": sha,
-            "hint": missing_message(f"CLIP {spec!r}", found, "clip")}
+            "hint": missing_message(f"CLIP {spec!r}", found, "clip", point_to_list=False)}

@@ -63,7 +63,7 @@ def weight_path(weight, settings: dict | None) -> str | None:
     if weight.setting:
         value = (settings or {}).get(weight.setting) or os.environ.get(f"EDITMETRICS_{weight.setting.upper()}")
     value = value or weight.path
-    if value and getattr(weight, "file", None):
+    if value and weight.file:
         value = os.path.join(str(value), weight.file)
     return os.path.expanduser(str(value)) if value else None
 
@@ -266,17 +266,19 @@ def locate_hf(model_id: str, settings: dict) -> Located:
     return found
 
 
-def missing_message(model: str, found: Located, setting: str) -> str:
-    """One clear line: which model, which file, where to put it, how to switch."""
+def missing_message(model: str, found: Located, setting: str, point_to_list: bool = True) -> str:
+    """One clear line: which model, which file, where to put it, how to switch
+    (``point_to_list``: end with the pointer to `weights list`, which that
+    list itself leaves out)."""
     where = found.home or (found.searched[0] if found.searched else "?")
     text = f"{model}: weights not found on local disk. Put {found.expected_name or 'the weights'} in {where}"
     if found.source:
         text += f" (from {found.source})"
     text += (
         f", or point --{setting} / EDITMETRICS_{setting.upper()} at local weights. Downloads are off "
-        "(allow with --set allow_download=true, HF_HUB_OFFLINE unset); `editmetrics weights list` shows all"
+        "(allow with --set allow_download=true, HF_HUB_OFFLINE unset)"
     )
-    return text
+    return text + ("; `editmetrics weights list` shows all" if point_to_list else "")
 
 
 # ---------------------------------------------------------------------------
